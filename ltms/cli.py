@@ -1,0 +1,114 @@
+"""The `ltmc` command: serve, doctor, reindex, export, import, stats.
+
+Errors are one clear line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ltms import __version__
+from ltms.config import Settings
+from ltms.embeddings import EMBEDDER_CHOICES
+from ltms.errors import LTMCError
+from ltms.logs import configure_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="data directory (default: LTMC_DATA_DIR, else the per-user data dir)")
+    common.add_argument("--index-path", help="index file; a bare name is placed inside the data directory")
+    common.add_argument("--embedder", choices=EMBEDDER_CHOICES, help="embedding model (default: minilm)")
+    common.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level (stderr)")
+
+    parser = argparse.ArgumentParser(prog="ltmc", description="Long-term memory for LLM agents, over MCP.",
+                                     parents=[common])
+    parser.add_argument("--version", action="version", version=f"ltmc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the MCP server")
+    serve.add_argument("--transport", choices=["stdio", "http", "dual"], default="stdio")
+    serve.add_argument("--host", help="HTTP listen address (default: LTMC_HTTP_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default: LTMC_HTTP_PORT or 5050)")
+    serve.add_argument("--read-only", action="store_true", default=None, help="expose only the reading tools")
+    serve.add_argument("--allow-insecure", action="store_true", default=None,
+                       help="allow listening beyond loopback without LTMC_AUTH_TOKEN")
+
+    doctor = commands.add_parser("doctor", parents=[common], help="check the configuration, database and index")
+    doctor.add_argument("--fix", action="store_true", help="repair what was found (never deletes a memory or a file)")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+
+    reindex = commands.add_parser("reindex", parents=[common], help="rebuild the index from the database")
+    reindex.add_argument("--reembed", action="store_true", help="re-embed every memory with the configured model")
+
+    export = commands.add_parser("export", parents=[common], help="write every memory to a JSON Lines file")
+    export.add_argument("file", help="output file ('-' for stdout)")
+    export.add_argument("--with-embeddings", action="store_true", help="include each memory's embedding")
+
+    import_ = commands.add_parser("import", parents=[common], help="read memories from a JSON Lines file")
+    import_.add_argument("file", help="input file ('-' for stdin)")
+
+    stats = commands.add_parser("stats", parents=[common], help="counts per namespace, index size, snapshot age")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    flags = {
+        "embedder": args.embedder,
+        "log_level": args.log_level.upper() if args.log_level else None,
+        "http_host": getattr(args, "host", None),
+        "http_port": getattr(args, "port", None),
+        "read_only": getattr(args, "read_only", None),
+        "allow_insecure": getattr(args, "allow_insecure", None),
+    }
+    return Settings.load(data_dir=args.data_dir, index_path=args.index_path, **flags)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        configure_logging(settings.log_level)
+        return run_command(args, settings)
+    except LTMCError as exc:
+        print(f"ltmc: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ltmc: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    # Imports are local so `ltmc --help` and each command load only what they use.
+    if args.command == "serve":
+        from ltms.server.runner import serve
+
+        return serve(settings, args.transport)
+    if args.command == "doctor":
+        from ltms.ops.doctor import run_doctor
+
+        return run_doctor(settings, fix=args.fix, as_json=args.json)
+    if args.command == "reindex":
+        from ltms.ops.reindex import run_reindex
+
+        return run_reindex(settings, reembed=args.reembed)
+    if args.command == "export":
+        from ltms.ops.transfer import run_export
+
+        return run_export(settings, args.file, with_embeddings=args.with_embeddings)
+    if args.command == "import":
+        from ltms.ops.transfer import run_import
+
+        return run_import(settings, args.file)
+    if args.command == "stats":
+        from ltms.ops.stats import run_stats
+
+        return run_stats(settings, as_json=args.json)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

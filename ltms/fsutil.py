@@ -1,0 +1,91 @@
+"""Durable file writes. Every failure names the path and the reason; nothing fails silently.
+
+This module exists because of the original bug: a save that failed (makedirs('') on a bare file name) was
+swallowed, and the index was silently rebuilt on every operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from ltms.errors import StorageError
+
+
+def ensure_directory(path: Path) -> None:
+    """Create `path` (owner-only) if missing and prove it is writable by writing a probe file there."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError("create directory", path, exc.strerror or exc) from exc
+    if not path.is_dir():
+        raise StorageError("use directory", path, "it exists but is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".ltmc-probe-"):
+            pass
+    except OSError as exc:
+        raise StorageError("write to directory", path, exc.strerror or exc) from exc
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename inside `path` durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise StorageError("open directory", path, exc.strerror or exc) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise StorageError("fsync directory", path, exc.strerror or exc) from exc
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """Yield a file that replaces `path` only if the whole block succeeds.
+
+    A temp file in the same directory is written, flushed, fsynced and its size checked, then renamed over
+    `path` and the directory fsynced. On any failure the temp file is removed and `path` is untouched.
+    """
+    directory = path.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StorageError("create a temporary file in", directory, exc.strerror or exc) from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            expected = handle.tell()
+            handle.flush()
+            os.fsync(handle.fileno())
+            # A full disk has been seen to leave a short file without an exception: check the size.
+            actual = os.fstat(handle.fileno()).st_size
+            if actual != expected:
+                raise StorageError("write", tmp, f"wrote {actual} of {expected} bytes")
+        os.replace(tmp, path)
+    except StorageError:
+        _discard(tmp)
+        raise
+    except OSError as exc:
+        _discard(tmp)
+        raise StorageError("write", path, exc.strerror or exc) from exc
+    except BaseException:
+        _discard(tmp)
+        raise
+    fsync_directory(directory)
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+    with atomic_writer(path) as handle:
+        handle.write(data)
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink()

@@ -1,0 +1,56 @@
+"""Plain records the memory service returns. No storage or protocol types leak past the service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def iso_utc(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Memory:
+    id: int
+    text: str
+    namespace: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    created_at: float
+    updated_at: float
+    content_hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "text": self.text,
+            "namespace": self.namespace,
+            "tags": list(self.tags),
+            "metadata": dict(self.metadata),
+            "created_at": iso_utc(self.created_at),
+            "updated_at": iso_utc(self.updated_at),
+            "content_hash": self.content_hash,
+        }
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    id: int
+    created: bool  # False when the same text already existed in the namespace (deduplicated)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    memory: Memory
+    score: float  # cosine similarity, -1..1
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Memory]
+    total: int
+    offset: int
+    next_offset: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

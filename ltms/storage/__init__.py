@@ -1,0 +1,1 @@
+"""The durable source of truth: SQLite in WAL mode."""

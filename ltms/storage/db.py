@@ -1,0 +1,344 @@
+"""SQLite, the source of truth: memories, their embeddings, and a change log other processes catch up from.
+
+Durability: WAL with `synchronous=FULL`. A store is acknowledged only after COMMIT returns, and with FULL the
+WAL is fsynced at every commit, so an acknowledged memory survives `kill -9` and power loss alike. (NORMAL
+would survive `kill -9` too but may lose the last commits on power loss; the measured cost of FULL is a
+fraction of a millisecond per commit, far below the cost of embedding the text.)
+
+Every write transaction starts with BEGIN IMMEDIATE: a transaction that reads and then upgrades to a write
+gets SQLITE_BUSY at once, whatever busy_timeout says, when another process writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ltms.errors import StorageError
+from ltms.records import Memory
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- AUTOINCREMENT: ids are never reused, so a stale index entry can never point at a newer memory.
+CREATE TABLE IF NOT EXISTS memories (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace    TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    tags         TEXT NOT NULL DEFAULT '[]',
+    metadata     TEXT NOT NULL DEFAULT '{}',
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    content_hash TEXT NOT NULL,
+    embedding    BLOB NOT NULL,
+    model        TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS memories_namespace_hash ON memories(namespace, content_hash);
+CREATE INDEX IF NOT EXISTS memories_created_at ON memories(created_at);
+CREATE TABLE IF NOT EXISTS memory_tags (
+    memory_id INTEGER NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+    tag       TEXT NOT NULL,
+    PRIMARY KEY (tag, memory_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS memory_tags_memory ON memory_tags(memory_id);
+-- The change log: every process replays rows newer than the last one its in-memory index has seen.
+CREATE TABLE IF NOT EXISTS changes (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    memory_id INTEGER NOT NULL,
+    op        TEXT NOT NULL CHECK (op IN ('add', 'update', 'delete')),
+    at        REAL NOT NULL
+);
+"""
+
+_COLUMNS = "id, text, namespace, tags, metadata, created_at, updated_at, content_hash"
+
+
+class Database:
+    """One connection, shared by the threads of one process under a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            # Owner-only from the start; SQLite gives the -wal and -shm files the database file's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StorageError("create database file", path, exc.strerror or exc) from exc
+        try:
+            self._conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StorageError("enable WAL mode on", path, f"journal_mode stayed {mode!r}")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StorageError("open database", path, exc) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- transactions -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageError("start a write transaction on", self.path, exc) from exc
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise StorageError("commit to", self.path, exc) from exc
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every query inside sees the same committed state (WAL snapshot isolation)."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError("read from", self.path, exc) from exc
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._conn.executescript(_SCHEMA)
+        with self.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    # -- meta -----------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    @staticmethod
+    def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+        conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                     (key, value))
+
+    # -- writes (call inside `with db.write() as conn`) -------------------------------------------------
+
+    @staticmethod
+    def find_by_hash(conn: sqlite3.Connection, namespace: str, content_hash: str) -> int | None:
+        row = conn.execute("SELECT id FROM memories WHERE namespace = ? AND content_hash = ?",
+                           (namespace, content_hash)).fetchone()
+        return int(row[0]) if row else None
+
+    @staticmethod
+    def insert(conn: sqlite3.Connection, *, text: str, namespace: str, tags: list[str], metadata: dict[str, Any],
+               created_at: float, updated_at: float, content_hash: str, embedding: np.ndarray, model: str) -> int:
+        cursor = conn.execute(
+            "INSERT INTO memories(namespace, text, tags, metadata, created_at, updated_at, content_hash, embedding,"
+            " model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (namespace, text, json.dumps(tags), json.dumps(metadata), created_at, updated_at, content_hash,
+             _blob(embedding), model),
+        )
+        memory_id = int(cursor.lastrowid or 0)
+        conn.executemany("INSERT INTO memory_tags(memory_id, tag) VALUES (?, ?)", [(memory_id, t) for t in tags])
+        Database.log_change(conn, memory_id, "add", updated_at)
+        return memory_id
+
+    @staticmethod
+    def update(conn: sqlite3.Connection, memory_id: int, *, text: str, tags: list[str], metadata: dict[str, Any],
+               updated_at: float, content_hash: str, embedding: np.ndarray | None, model: str) -> None:
+        if embedding is None:
+            conn.execute("UPDATE memories SET text = ?, tags = ?, metadata = ?, updated_at = ?, content_hash = ?"
+                         " WHERE id = ?",
+                         (text, json.dumps(tags), json.dumps(metadata), updated_at, content_hash, memory_id))
+        else:
+            conn.execute("UPDATE memories SET text = ?, tags = ?, metadata = ?, updated_at = ?, content_hash = ?,"
+                         " embedding = ?, model = ? WHERE id = ?",
+                         (text, json.dumps(tags), json.dumps(metadata), updated_at, content_hash,
+                          _blob(embedding), model, memory_id))
+        conn.execute("DELETE FROM memory_tags WHERE memory_id = ?", (memory_id,))
+        conn.executemany("INSERT INTO memory_tags(memory_id, tag) VALUES (?, ?)", [(memory_id, t) for t in tags])
+        Database.log_change(conn, memory_id, "update", updated_at)
+
+    @staticmethod
+    def set_embedding(conn: sqlite3.Connection, memory_id: int, embedding: np.ndarray, model: str, at: float) -> None:
+        conn.execute("UPDATE memories SET embedding = ?, model = ? WHERE id = ?", (_blob(embedding), model, memory_id))
+        Database.log_change(conn, memory_id, "update", at)
+
+    @staticmethod
+    def delete(conn: sqlite3.Connection, memory_id: int, at: float) -> bool:
+        deleted = conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount
+        if deleted:
+            Database.log_change(conn, memory_id, "delete", at)
+        return bool(deleted)
+
+    @staticmethod
+    def log_change(conn: sqlite3.Connection, memory_id: int, op: str, at: float) -> None:
+        conn.execute("INSERT INTO changes(memory_id, op, at) VALUES (?, ?, ?)", (memory_id, op, at))
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    def id_for_hash(self, namespace: str, content_hash: str) -> int | None:
+        rows = self._query("SELECT id FROM memories WHERE namespace = ? AND content_hash = ?",
+                           (namespace, content_hash))
+        return int(rows[0][0]) if rows else None
+
+    def get(self, memory_id: int) -> Memory | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM memories WHERE id = ?", (memory_id,))
+        return _memory(rows[0]) if rows else None
+
+    def get_many(self, ids: Sequence[int]) -> dict[int, Memory]:
+        found: dict[int, Memory] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(f"SELECT {_COLUMNS} FROM memories WHERE id IN ({marks})", chunk):
+                found[int(row[0])] = _memory(row)
+        return found
+
+    def count(self) -> int:
+        return int(self._query("SELECT count(*) FROM memories")[0][0])
+
+    def counts_by_namespace(self) -> dict[str, int]:
+        rows = self._query("SELECT namespace, count(*) FROM memories GROUP BY namespace ORDER BY namespace")
+        return {str(ns): int(n) for ns, n in rows}
+
+    def max_seq(self) -> int:
+        return int(self._query("SELECT coalesce(max(seq), 0) FROM changes")[0][0])
+
+    def changed_ids(self, after_seq: int, up_to_seq: int) -> list[int]:
+        rows = self._query("SELECT DISTINCT memory_id FROM changes WHERE seq > ? AND seq <= ?", (after_seq, up_to_seq))
+        return [int(r[0]) for r in rows]
+
+    def embeddings_for(self, ids: Sequence[int]) -> tuple[np.ndarray, list[bytes]]:
+        """The ids among `ids` that still exist, and their embedding blobs."""
+        found_ids: list[int] = []
+        blobs: list[bytes] = []
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            for memory_id, blob in self._query(f"SELECT id, embedding FROM memories WHERE id IN ({marks})", chunk):
+                found_ids.append(int(memory_id))
+                blobs.append(blob)
+        return np.asarray(found_ids, dtype=np.int64), blobs
+
+    def iter_embeddings(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+        """Every (ids, embedding blobs) in id order, `batch` rows at a time (keyset pagination)."""
+        last = 0
+        while True:
+            rows = self._query("SELECT id, embedding FROM memories WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
+            if not rows:
+                return
+            last = int(rows[-1][0])
+            yield np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+
+    def iter_memories(self, batch: int = 1000) -> Iterator[tuple[Memory, bytes, str]]:
+        """Every memory in id order with its embedding blob and model name."""
+        last = 0
+        while True:
+            rows = self._query(f"SELECT {_COLUMNS}, embedding, model FROM memories WHERE id > ? ORDER BY id LIMIT ?",
+                               (last, batch))
+            if not rows:
+                return
+            last = int(rows[-1][0])
+            for row in rows:
+                yield _memory(row), row[8], row[9]
+
+    def filter_ids(self, namespace: str | None, tags: Sequence[str], since: float | None,
+                   until: float | None) -> np.ndarray:
+        where, params = _filters(namespace, tags, since, until)
+        rows = self._query(f"SELECT id FROM memories{where}", params)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def page(self, namespace: str | None, tags: Sequence[str], limit: int, offset: int) -> tuple[list[Memory], int]:
+        """Newest first."""
+        where, params = _filters(namespace, tags, None, None)
+        total = int(self._query(f"SELECT count(*) FROM memories{where}", params)[0][0])
+        rows = self._query(f"SELECT {_COLUMNS} FROM memories{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                           [*params, limit, offset])
+        return [_memory(r) for r in rows], total
+
+    def integrity_check(self) -> str:
+        return str(self._query("PRAGMA integrity_check")[0][0])
+
+    def journal_mode(self) -> str:
+        return str(self._query("PRAGMA journal_mode")[0][0])
+
+
+def embedding_from_blob(blob: bytes, dimension: int) -> np.ndarray:
+    vector = np.frombuffer(blob, dtype=np.float32)
+    if vector.shape != (dimension,):
+        raise StorageError("decode an embedding from", "the database", f"{vector.size} floats, expected {dimension}")
+    return vector
+
+
+def blobs_to_matrix(blobs: Sequence[bytes], dimension: int) -> np.ndarray:
+    matrix = np.frombuffer(b"".join(blobs), dtype=np.float32)
+    return matrix.reshape(len(blobs), dimension)
+
+
+def _blob(embedding: np.ndarray) -> bytes:
+    return np.ascontiguousarray(embedding, dtype=np.float32).tobytes()
+
+
+def _filters(namespace: str | None, tags: Sequence[str], since: float | None,
+             until: float | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if namespace is not None:
+        clauses.append("namespace = ?")
+        params.append(namespace)
+    if tags:
+        marks = ",".join("?" * len(tags))
+        clauses.append(f"id IN (SELECT memory_id FROM memory_tags WHERE tag IN ({marks})"
+                       " GROUP BY memory_id HAVING count(*) = ?)")
+        params.extend(tags)
+        params.append(len(tags))
+    if since is not None:
+        clauses.append("created_at >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("created_at <= ?")
+        params.append(until)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _memory(row: Sequence[Any]) -> Memory:
+    return Memory(
+        id=int(row[0]),
+        text=row[1],
+        namespace=row[2],
+        tags=json.loads(row[3]),
+        metadata=json.loads(row[4]),
+        created_at=float(row[5]),
+        updated_at=float(row[6]),
+        content_hash=row[7],
+    )

@@ -1,0 +1,127 @@
+"""Bounds and types for every input the memory service accepts. A rejected input changes nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ltms.errors import InvalidInput
+
+MAX_K = 100
+MAX_PAGE = 100
+MAX_TAGS = 32
+MAX_TAG_CHARS = 64
+MAX_QUERY_BYTES = 8 * 1024
+DEFAULT_NAMESPACE = "default"
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
+
+
+def text(value: object, what: str, max_bytes: int) -> str:
+    """Non-empty, valid UTF-8 (no lone surrogates), no NUL bytes, at most `max_bytes` when encoded."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInput(f"{what} must not be empty")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"{what} is not valid Unicode (a lone surrogate at position {exc.start})") from exc
+    if "\x00" in value:
+        raise InvalidInput(f"{what} contains a NUL character (at position {value.index(chr(0))})")
+    if size > max_bytes:
+        raise InvalidInput(f"{what} is {size} bytes of UTF-8; the limit is {max_bytes}")
+    return value
+
+
+def namespace(value: object, allow_none: bool = False) -> str | None:
+    if value is None:
+        if allow_none:
+            return None
+        return DEFAULT_NAMESPACE
+    if not isinstance(value, str) or not _NAMESPACE.match(value):
+        raise InvalidInput(
+            f"namespace {value!r} is invalid: use 1-64 characters from letters, digits and _ . : @ / -"
+        )
+    return value
+
+
+def tags(value: object) -> list[str]:
+    """A list of distinct non-empty tags, order kept, surrounding whitespace removed."""
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise InvalidInput(f"tags must be a list of strings, got {type(value).__name__}")
+    result: list[str] = []
+    for item in value:
+        tag = text(item, "a tag", MAX_TAG_CHARS * 4).strip()
+        if len(tag) > MAX_TAG_CHARS:
+            raise InvalidInput(f"tag {tag[:20]!r}... is longer than {MAX_TAG_CHARS} characters")
+        if tag not in result:
+            result.append(tag)
+    if len(result) > MAX_TAGS:
+        raise InvalidInput(f"{len(result)} tags given; the limit is {MAX_TAGS}")
+    return result
+
+
+def metadata(value: object, max_bytes: int) -> dict[str, Any]:
+    """A JSON object of at most `max_bytes` (compact encoding)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"metadata must be a JSON object, got {type(value).__name__}")
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        size = len(encoded.encode("utf-8"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"metadata is not JSON-serialisable: {exc}") from exc
+    except UnicodeEncodeError as exc:
+        raise InvalidInput("metadata contains invalid Unicode (a lone surrogate)") from exc
+    if size > max_bytes:
+        raise InvalidInput(f"metadata is {size} bytes as JSON; the limit is {max_bytes}")
+    return json.loads(encoded)
+
+
+def integer_in(value: object, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{what} must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidInput(f"{what} must be between {low} and {high}, got {value}")
+    return value
+
+
+def memory_id(value: object) -> int:
+    return integer_in(value, "id", 1, 2**63 - 1)
+
+
+def score(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise InvalidInput(f"min_score must be a number, got {value!r}")
+    if not -1.0 <= value <= 1.0:
+        raise InvalidInput(f"min_score must be between -1 and 1, got {value}")
+    return float(value)
+
+
+def timestamp(value: object, what: str) -> float | None:
+    """An ISO 8601 date or date-time (UTC when no offset is given), or epoch seconds."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise InvalidInput(f"{what} {value!r} is not an ISO 8601 date or date-time") from exc
+    else:
+        raise InvalidInput(f"{what} must be an ISO 8601 string, got {type(value).__name__}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

@@ -1,0 +1,215 @@
+"""The FAISS index: add / search / remove, atomic snapshot save, verified load.
+
+The index is a derived cache of the vectors stored in SQLite, keyed by the SQLite row id. A snapshot is
+two files: the serialized index and a JSON manifest beside it (count, dimension, model, the last change
+sequence it contains, and a SHA-256 of the index bytes). faiss itself loads a file with a flipped byte
+silently, so the checksum is what catches corruption.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ltms.errors import StorageError
+from ltms.fsutil import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = 1
+
+
+class SnapshotMissing(Exception):
+    """No snapshot has been saved yet."""
+
+
+class SnapshotInvalid(Exception):
+    """A snapshot exists but cannot be trusted: truncated, corrupt, or built for another model."""
+
+
+class FaissIndex:
+    """Exact inner-product search over unit vectors, with explicit int64 ids equal to SQLite row ids."""
+
+    def __init__(self, dimension: int, index: faiss.IndexIDMap2 | None = None) -> None:
+        self.dimension = dimension
+        self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self._index.add_with_ids(_as_matrix(vectors, self.dimension), np.asarray(ids, dtype=np.int64))
+
+    def remove(self, ids: np.ndarray) -> int:
+        if not len(ids):
+            return 0
+        return int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))
+
+    def search(
+        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        """The k best (id, score) pairs; with `allowed_ids`, only those ids compete for the k places."""
+        if self.ntotal == 0 or k <= 0:
+            return []
+        params = None
+        if allowed_ids is not None:
+            if not len(allowed_ids):
+                return []
+            k = min(k, len(allowed_ids))
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64)))
+        scores, ids = self._index.search(_as_matrix(query, self.dimension), min(k, self.ntotal), params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
+
+    def serialize(self) -> np.ndarray:
+        return faiss.serialize_index(self._index)
+
+    @classmethod
+    def deserialize(cls, data: np.ndarray, dimension: int) -> FaissIndex:
+        # deserialize_index already returns the concrete class; downcasting again would let the
+        # owning wrapper be garbage-collected and leave a dangling index.
+        index = faiss.deserialize_index(data)
+        if not isinstance(index, faiss.IndexIDMap2):
+            raise SnapshotInvalid(f"unexpected index type {type(index).__name__}")
+        if index.d != dimension:
+            raise SnapshotInvalid(f"dimension {index.d}, expected {dimension}")
+        return cls(dimension, index)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: int
+    count: int
+    dimension: int
+    model: str
+    last_seq: int
+    sha256: str
+    size: int
+    saved_at: float
+
+
+class SnapshotStore:
+    """Saves and loads index snapshots at one path, guarded by a file lock shared across processes."""
+
+    def __init__(self, index_path: Path, manifest_path: Path, lock_path: Path) -> None:
+        self.index_path = index_path
+        self.manifest_path = manifest_path
+        self.lock_path = lock_path
+
+    def read_manifest(self) -> Manifest | None:
+        try:
+            raw = json.loads(self.manifest_path.read_text("utf-8"))
+            return Manifest(**raw)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            raise SnapshotInvalid(f"unreadable manifest {self.manifest_path}: {exc}") from exc
+
+    def save(self, data: np.ndarray, count: int, dimension: int, model: str, last_seq: int) -> Manifest | None:
+        """Write the index bytes and then the manifest, each atomically. Returns None when skipped because
+        the snapshot on disk (written by another process) already contains everything this one does."""
+        with self._locked(exclusive=True):
+            with contextlib.suppress(SnapshotInvalid):
+                current = self.read_manifest()
+                if (
+                    current is not None
+                    and current.model == model
+                    and current.dimension == dimension
+                    and current.last_seq > last_seq
+                    and self.index_path.exists()
+                ):
+                    return None
+            view = memoryview(data)
+            manifest = Manifest(
+                format=MANIFEST_FORMAT,
+                count=count,
+                dimension=dimension,
+                model=model,
+                last_seq=last_seq,
+                sha256=hashlib.sha256(view).hexdigest(),
+                size=len(view),
+                saved_at=time.time(),
+            )
+            atomic_write_bytes(self.index_path, view)
+            atomic_write_bytes(self.manifest_path, json.dumps(asdict(manifest), indent=1).encode())
+            return manifest
+
+    def load(self, dimension: int, model: str) -> tuple[FaissIndex, Manifest]:
+        """Load and verify the snapshot. Raises SnapshotMissing or SnapshotInvalid (with the reason)."""
+        with self._locked(exclusive=False):
+            if not self.index_path.exists():
+                if self.manifest_path.exists():
+                    raise SnapshotInvalid("the manifest exists but the index file is missing")
+                raise SnapshotMissing(str(self.index_path))
+            manifest = self.read_manifest()
+            if manifest is None:
+                raise SnapshotInvalid("the index file has no manifest beside it")
+            if manifest.format != MANIFEST_FORMAT:
+                raise SnapshotInvalid(f"manifest format {manifest.format}, expected {MANIFEST_FORMAT}")
+            if manifest.model != model:
+                raise SnapshotInvalid(f"built with model {manifest.model!r}, configured model is {model!r}")
+            if manifest.dimension != dimension:
+                raise SnapshotInvalid(f"dimension {manifest.dimension}, expected {dimension}")
+            try:
+                data = np.fromfile(self.index_path, dtype=np.uint8)
+            except OSError as exc:
+                raise SnapshotInvalid(f"cannot read {self.index_path}: {exc}") from exc
+        if len(data) != manifest.size:
+            raise SnapshotInvalid(f"size {len(data)} bytes, manifest says {manifest.size} (truncated?)")
+        if hashlib.sha256(memoryview(data)).hexdigest() != manifest.sha256:
+            raise SnapshotInvalid("checksum mismatch: the index file is corrupt")
+        try:
+            index = FaissIndex.deserialize(data, dimension)
+        except RuntimeError as exc:
+            raise SnapshotInvalid(f"faiss cannot read it: {exc}") from exc
+        if index.ntotal != manifest.count:
+            raise SnapshotInvalid(f"{index.ntotal} vectors, manifest says {manifest.count}")
+        return index, manifest
+
+    def move_aside(self, reason: str) -> list[tuple[Path, Path]]:
+        """Rename the snapshot files to timestamped names (never delete them). Returns (old, new) pairs."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1_000_000_000:09d}"
+        moved = []
+        with self._locked(exclusive=True):
+            for path in (self.index_path, self.manifest_path):
+                if not path.exists():
+                    continue
+                target = path.with_name(f"{path.name}.bad-{stamp}")
+                try:
+                    path.rename(target)
+                except OSError as exc:
+                    raise StorageError("move aside", path, exc.strerror or exc) from exc
+                moved.append((path, target))
+        for old, new in moved:
+            log.warning("index snapshot %s moved aside to %s (%s)", old, new, reason)
+        return moved
+
+    @contextlib.contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        try:
+            handle = os.fdopen(os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
+        except OSError as exc:
+            raise StorageError("open lock file", self.lock_path, exc.strerror or exc) from exc
+        with handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _as_matrix(vectors: np.ndarray, dimension: int) -> np.ndarray:
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dimension)
+    return matrix
