@@ -106,15 +106,23 @@ class Database:
                 raise StorageError("start a write transaction on", self.path, exc) from exc
             try:
                 yield self._conn
+            except sqlite3.Error as exc:  # e.g. SQLITE_FULL: name the file and the reason
+                self._rollback()
+                raise StorageError("write to", self.path, exc) from exc
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             try:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise StorageError("commit to", self.path, exc) from exc
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back by itself (after SQLITE_FULL, for example).
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
