@@ -136,11 +136,12 @@ class MemoryService:
         """Apply every change in (after_seq, up_to_seq] to the index; returns how many memories changed."""
         if up_to_seq <= after_seq:
             return 0
-        changed = self.db.changed_ids(after_seq, up_to_seq)
-        present, blobs = self.db.embeddings_for(changed)
-        self.index.remove(np.asarray(changed, dtype=np.int64))
+        added, modified = self.db.changed_ids(after_seq, up_to_seq)
+        if modified:  # removal scans the whole index: only pay for it when something was updated or deleted
+            self.index.remove(np.asarray(modified, dtype=np.int64))
+        present, blobs = self.db.embeddings_for(added + modified)
         self.index.add(present, blobs_to_matrix(blobs, self.embedder.dimension))
-        return len(changed)
+        return len(added) + len(modified)
 
     def _catch_up(self) -> None:
         """Bring the index up to date with every committed change, ours or another process's."""

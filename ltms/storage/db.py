@@ -242,9 +242,16 @@ class Database:
     def max_seq(self) -> int:
         return int(self._query("SELECT coalesce(max(seq), 0) FROM changes")[0][0])
 
-    def changed_ids(self, after_seq: int, up_to_seq: int) -> list[int]:
-        rows = self._query("SELECT DISTINCT memory_id FROM changes WHERE seq > ? AND seq <= ?", (after_seq, up_to_seq))
-        return [int(r[0]) for r in rows]
+    def changed_ids(self, after_seq: int, up_to_seq: int) -> tuple[list[int], list[int]]:
+        """Memories changed in (after_seq, up_to_seq]: (only added, also updated or deleted).
+
+        Ids are never reused, so a memory whose only change is its 'add' cannot be in an index built before it.
+        """
+        rows = self._query("SELECT memory_id, min(op = 'add') FROM changes WHERE seq > ? AND seq <= ?"
+                           " GROUP BY memory_id", (after_seq, up_to_seq))
+        added = [int(memory_id) for memory_id, only_added in rows if only_added]
+        modified = [int(memory_id) for memory_id, only_added in rows if not only_added]
+        return added, modified
 
     def embeddings_for(self, ids: Sequence[int]) -> tuple[np.ndarray, list[bytes]]:
         """The ids among `ids` that still exist, and their embedding blobs."""
