@@ -16,15 +16,21 @@ from ltms.errors import LTMCError
 from ltms.logs import configure_logging
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _shared_options(argument_default: object = None) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False, argument_default=argument_default)
     common.add_argument("--data-dir", help="data directory (default: LTMC_DATA_DIR, else the per-user data dir)")
     common.add_argument("--index-path", help="index file; a bare name is placed inside the data directory")
     common.add_argument("--embedder", choices=EMBEDDER_CHOICES, help="embedding model (default: minilm)")
     common.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log level (stderr)")
+    return common
 
+
+def build_parser() -> argparse.ArgumentParser:
+    # After the subcommand an absent option is SUPPRESSed, so it keeps the value given before the subcommand
+    # (`ltmc --data-dir X doctor`) instead of resetting it to None.
+    common = _shared_options(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(prog="ltmc", description="Long-term memory for LLM agents, over MCP.",
-                                     parents=[common])
+                                     parents=[_shared_options()])
     parser.add_argument("--version", action="version", version=f"ltmc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -1,0 +1,91 @@
+"""`ltmc reindex [--reembed]`: rebuild the index from the database, optionally re-embedding every memory.
+
+Without --reembed the stored embeddings are read back and a fresh index replaces the snapshot (written
+atomically by SnapshotStore). With --reembed every memory is embedded again with the configured model first,
+64 at a time, one write transaction per batch; the store's model is recorded once all are done. This is the
+way out of "the memories were embedded with model X but the configured model is Y", so it works without
+opening the memory service (which refuses exactly that situation). Stop the servers on this data directory
+before re-embedding: a server still running the old model cannot use vectors of the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ltms.config import Settings
+from ltms.embeddings import Embedder, make_embedder
+from ltms.ops.progress import ProgressBar
+from ltms.ops.text import human_bytes
+from ltms.storage.db import Database
+from ltms.vector_store.faiss_config import prepare_directories
+
+log = logging.getLogger(__name__)
+
+REEMBED_BATCH = 64
+
+
+def run_reindex(settings: Settings, reembed: bool = False, embedder: Embedder | None = None) -> int:
+    from ltms.service import MemoryService
+
+    embedder = embedder if embedder is not None else make_embedder(settings.embedder)
+    if reembed:
+        count = reembed_all(settings, embedder)
+        print(f"re-embedded {count} memories with {embedder.name} ({embedder.dimension}-d)")
+    with MemoryService(settings, embedder, allow_model_change=reembed, background_saves=False) as service:
+        if service.index_state in ("created", "rebuilt"):
+            # The snapshot was missing or unusable (after --reembed: built for the old model), so opening the
+            # service has just built the index from the database and saved it.
+            if service.last_snapshot_error:
+                service.save_snapshot(force=True)  # raises the StorageError, naming the path and the reason
+            vectors = service.index.ntotal
+        else:
+            service.save_snapshot()  # flush what was replayed at open, so closing writes nothing more
+            with ProgressBar("indexing") as bar:
+                index, seq = service.build_index(bar)
+            manifest = service.snapshots.save(index.serialize(), index.ntotal, embedder.dimension, embedder.name, seq)
+            vectors = index.ntotal
+            if manifest is None:
+                log.info("another process saved a newer snapshot meanwhile; it was kept")
+    size = settings.paths.index_path.stat().st_size
+    print(f"reindexed {vectors} vectors ({embedder.name}, {embedder.dimension}-d) into {settings.paths.index_path} "
+          f"({human_bytes(size)})")
+    return 0
+
+
+def reembed_all(settings: Settings, embedder: Embedder, batch: int = REEMBED_BATCH) -> int:
+    """Embed every memory again with `embedder`, then record it as the store's model. Returns the count."""
+    prepare_directories(settings.paths)
+    db = Database(settings.paths.db_path)
+    try:
+        total = db.count()
+        done = 0
+        pending: list[tuple[int, str, str, str]] = []  # id, namespace, content hash, text
+        with ProgressBar("re-embedding", total) as bar:
+            for memory, _blob, _model in db.iter_memories():
+                pending.append((memory.id, memory.namespace, memory.content_hash, memory.text))
+                if len(pending) >= batch:
+                    done += _embed_batch(db, embedder, pending)
+                    bar.update(done, max(total, done))
+                    pending = []
+            if pending:
+                done += _embed_batch(db, embedder, pending)
+                bar.update(done, max(total, done))
+        with db.write() as conn:
+            Database.set_meta(conn, "model", embedder.name)
+            Database.set_meta(conn, "dimension", str(embedder.dimension))
+        log.info("re-embedded %d memories in %s with %s", done, db.path, embedder.name)
+        return done
+    finally:
+        db.close()
+
+
+def _embed_batch(db: Database, embedder: Embedder, batch: list[tuple[int, str, str, str]]) -> int:
+    vectors = embedder.embed([text for *_, text in batch])
+    now = time.time()
+    with db.write() as conn:
+        for (memory_id, namespace, digest, _text), vector in zip(batch, vectors, strict=True):
+            # Skip a memory deleted or given new text by another process since it was read.
+            if Database.find_by_hash(conn, namespace, digest) == memory_id:
+                Database.set_embedding(conn, memory_id, vector, embedder.name, now)
+    return len(batch)

@@ -1,0 +1,226 @@
+"""`ltmc export FILE` and `ltmc import FILE`: memories as JSON Lines, one memory per line.
+
+Each line: {"id", "text", "namespace", "tags", "metadata", "created_at", "updated_at"} (timestamps are ISO 8601
+UTC), plus "model" and "embedding" with --with-embeddings.
+
+Export reads the database read-only in one read transaction (a consistent copy, even while servers write, and
+it works on a data directory this user cannot write) and writes the file atomically. Import reads and validates
+every line before it stores anything; a bad line is reported with its number and nothing is imported. The
+memories are then stored in one transaction through the memory service, which re-embeds them with the
+configured model (embeddings in the file are ignored) and skips texts already present in their namespace, so
+importing the same file twice adds nothing. Ids are new; created_at is kept, updated_at becomes created_at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ltms import validation
+from ltms.config import Settings
+from ltms.embeddings import Embedder, make_embedder
+from ltms.errors import InvalidInput, StorageError
+from ltms.fsutil import atomic_writer
+from ltms.ops.progress import ProgressBar
+from ltms.ops.readonly import connect_readonly, table_names
+
+FIELDS = ("id", "text", "namespace", "tags", "metadata", "created_at", "updated_at")
+OPTIONAL_FIELDS = ("model", "embedding", "content_hash")
+MAX_REPORTED_ERRORS = 20
+EMBED_CHUNK = 256
+
+
+def iso_micro(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# -- export ---------------------------------------------------------------------------------------------------
+
+def run_export(settings: Settings, file: str, with_embeddings: bool = False) -> int:
+    db_path = settings.paths.db_path
+    to_stdout = file == "-"
+    target = None if to_stdout else Path(file).expanduser().absolute()
+    if target is not None and target.is_dir():
+        raise InvalidInput(f"cannot export to {target}: it is a directory")
+    try:
+        with _exporting(target) as out:
+            count = _write_memories(db_path, out, with_embeddings)
+    except BrokenPipeError:  # `ltmc export - | head`: the reader left; that is not an error worth a traceback
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    where = "stdout" if to_stdout else str(target)
+    note = "" if db_path.exists() else f" (there is no database at {db_path} yet)"
+    # With '-', stdout carries the data: the summary goes to stderr.
+    print(f"exported {count} memories to {where}{note}", file=sys.stderr if to_stdout else sys.stdout)
+    return 0
+
+
+@contextlib.contextmanager
+def _exporting(target: Path | None) -> Iterator[BinaryIO]:
+    if target is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with atomic_writer(target) as handle:
+        yield handle
+
+
+def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
+    if not db_path.exists():
+        return 0
+    conn, _how = connect_readonly(db_path)
+    count = 0
+    try:
+        if "memories" not in table_names(conn):
+            return 0
+        conn.execute("BEGIN")  # one consistent state, whatever other processes commit meanwhile
+        total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
+        with ProgressBar("exporting", total) as bar:
+            last = 0
+            while True:
+                rows = conn.execute(
+                    "SELECT id, text, namespace, tags, metadata, created_at, updated_at, model, embedding"
+                    " FROM memories WHERE id > ? ORDER BY id LIMIT 1000", (last,)).fetchall()
+                if not rows:
+                    break
+                last = int(rows[-1][0])
+                for row in rows:
+                    out.write(json.dumps(_line(row, with_embeddings), ensure_ascii=False).encode("utf-8") + b"\n")
+                count += len(rows)
+                bar.update(count)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise StorageError("read memories from", db_path, exc) from exc
+    finally:
+        conn.close()
+    return count
+
+
+def _line(row: Sequence[Any], with_embeddings: bool) -> dict[str, Any]:
+    memory_id, text, namespace, tags, metadata, created, updated, model, blob = row
+    line = {"id": int(memory_id), "text": text, "namespace": namespace, "tags": json.loads(tags),
+            "metadata": json.loads(metadata), "created_at": iso_micro(created), "updated_at": iso_micro(updated)}
+    if with_embeddings:
+        line["model"] = model
+        line["embedding"] = np.frombuffer(blob, dtype=np.float32).tolist()
+    return line
+
+
+# -- import ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImportItem:
+    line: int
+    text: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    namespace: str
+    created_at: float | None
+
+
+def run_import(settings: Settings, file: str, embedder: Embedder | None = None) -> int:
+    from ltms.service import MemoryService
+
+    source = "stdin" if file == "-" else str(Path(file).expanduser().absolute())
+    items, errors = parse_file(file, settings)
+    if len(errors) == 1:
+        raise InvalidInput(f"{source} {errors[0]}; nothing was imported")
+    if errors:
+        for error in errors[:MAX_REPORTED_ERRORS]:
+            print(f"{source} {error}", file=sys.stderr)
+        listed = f", the first {MAX_REPORTED_ERRORS} listed above" if len(errors) > MAX_REPORTED_ERRORS else ""
+        raise InvalidInput(f"{source}: {len(errors)} malformed lines{listed} (the first: {errors[0]}); "
+                           "nothing was imported")
+    embedder = embedder if embedder is not None else make_embedder(settings.embedder)
+    with ProgressBar("embedding") as bar:
+        tracked = _ProgressEmbedder(embedder, bar)
+        with MemoryService(settings, tracked, background_saves=False) as service:
+            results = service.store_many([(i.text, i.tags, i.metadata, i.namespace) for i in items],
+                                         created_at=[i.created_at for i in items])
+    created = sum(r.created for r in results)
+    print(f"imported {created}, already present {len(results) - created} (from {source}, {len(items)} lines)")
+    return 0
+
+
+def parse_file(file: str, settings: Settings) -> tuple[list[ImportItem], list[str]]:
+    """Every memory in the file, and a "line N: reason" for every line that is not one."""
+    items: list[ImportItem] = []
+    errors: list[str] = []
+    try:
+        handle = sys.stdin.buffer if file == "-" else Path(file).expanduser().open("rb")
+    except OSError as exc:
+        raise StorageError("read", Path(file).expanduser().absolute(), exc.strerror or exc) from exc
+    with contextlib.ExitStack() as stack:
+        if file != "-":
+            stack.enter_context(handle)
+        try:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    item = parse_line(number, raw, settings)
+                except InvalidInput as exc:
+                    errors.append(f"line {number}: {exc}")
+                    continue
+                if item is not None:
+                    items.append(item)
+        except OSError as exc:
+            raise StorageError("read", file, exc.strerror or exc) from exc
+    return items, errors
+
+
+def parse_line(number: int, raw: bytes, settings: Settings) -> ImportItem | None:
+    """One memory from one line (None for a blank line). Raises InvalidInput with the reason."""
+    try:
+        decoded = raw.decode("utf-8").rstrip("\r\n")  # so a JSON error's column is on this line
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"not valid UTF-8 (byte {exc.start})") from exc
+    if not decoded.strip():
+        return None
+    try:
+        record = json.loads(decoded)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(record, dict):
+        raise InvalidInput(f"expected a JSON object, got {type(record).__name__}")
+    unknown = sorted(set(record) - set(FIELDS) - set(OPTIONAL_FIELDS))
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {', '.join(map(repr, unknown))}; expected {', '.join(FIELDS)}")
+    if "text" not in record:
+        raise InvalidInput("the field 'text' is missing")
+    text = validation.text(record["text"], "text", settings.max_text_bytes)
+    namespace = validation.namespace(record.get("namespace"))
+    assert namespace is not None
+    tags = validation.tags(record.get("tags"))
+    metadata = validation.metadata(record.get("metadata"), settings.max_metadata_bytes)
+    created_at = validation.timestamp(record.get("created_at"), "created_at")
+    validation.timestamp(record.get("updated_at"), "updated_at")
+    return ImportItem(number, text, tags, metadata, namespace, created_at)
+
+
+class _ProgressEmbedder:
+    """Wraps the configured embedder to advance a progress bar while the service embeds the new memories."""
+
+    def __init__(self, inner: Embedder, bar: ProgressBar) -> None:
+        self.inner = inner
+        self.bar = bar
+        self.name = inner.name
+        self.dimension = inner.dimension
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) <= EMBED_CHUNK:
+            return self.inner.embed(texts)
+        parts = []
+        for start in range(0, len(texts), EMBED_CHUNK):
+            parts.append(self.inner.embed(texts[start:start + EMBED_CHUNK]))
+            self.bar.update(start + len(parts[-1]), len(texts))
+        return np.concatenate(parts)
