@@ -24,11 +24,19 @@ def ensure_directory(path: Path) -> None:
         raise StorageError("create directory", path, exc.strerror or exc) from exc
     if not path.is_dir():
         raise StorageError("use directory", path, "it exists but is not a directory")
+    reason = unwritable_reason(path)
+    if reason is not None:
+        raise StorageError("write to directory", path, reason)
+
+
+def unwritable_reason(directory: Path) -> str | None:
+    """Why a file cannot be created in `directory`, or None if it can. Writing a probe file is the only test
+    that holds for root (who ignores mode bits) and for read-only mounts alike."""
     try:
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".ltmc-probe-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ltmc-probe-"):
+            return None
     except OSError as exc:
-        raise StorageError("write to directory", path, exc.strerror or exc) from exc
+        return exc.strerror or str(exc)
 
 
 def fsync_directory(path: Path) -> None:

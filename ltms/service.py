@@ -168,8 +168,11 @@ class MemoryService:
         return self.store_many([(text, tags, metadata, namespace)])[0]
 
     def store_many(self, items: Sequence[tuple[str, Sequence[str] | None, dict[str, Any] | None, str | None]],
-                   created_at: Sequence[float | None] | None = None) -> list[StoreResult]:
-        """Store several memories in one transaction: all are committed, or (on any error) none is."""
+                   timestamps: Sequence[tuple[float | None, float | None]] | None = None) -> list[StoreResult]:
+        """Store several memories in one transaction: all are committed, or (on any error) none is.
+
+        `timestamps` gives each item's (created_at, updated_at) in epoch seconds (import keeps them); None = now.
+        """
         prepared = []
         for text, tags, metadata, namespace in items:
             clean_text = validation.text(text, "text", self.settings.max_text_bytes)
@@ -191,9 +194,10 @@ class MemoryService:
                     vector = vectors.get(text)
                     if vector is None:  # deleted by another process since we looked
                         vector = self.embedder.embed([text])[0]
-                    stamp = (created_at[position] if created_at else None) or now
+                    created, updated = timestamps[position] if timestamps else (None, None)
+                    created = created or now
                     memory_id = Database.insert(conn, text=text, namespace=namespace, tags=tags, metadata=metadata,
-                                                created_at=stamp, updated_at=stamp, content_hash=digest,
+                                                created_at=created, updated_at=updated or created, content_hash=digest,
                                                 embedding=vector, model=self.model)
                     results.append(StoreResult(memory_id, created=True))
             self._catch_up()

@@ -35,8 +35,15 @@ def memories_of(data_dir: Path) -> list[tuple[str, str, list[str], dict, float]]
         rows = []
         for namespace in sorted(service.db.counts_by_namespace()):
             page = service.list(namespace=namespace, limit=100)
-            rows += [(m.namespace, m.text, m.tags, m.metadata, round(m.created_at, 5)) for m in page.items]
+            rows += [(m.namespace, m.text, m.tags, m.metadata, m.created_at) for m in page.items]
         return sorted(rows)
+
+
+def assert_same_memories(a: list[tuple[str, str, list[str], dict, float]],
+                         b: list[tuple[str, str, list[str], dict, float]]) -> None:
+    """Equal in every field; created_at equal to the microsecond that export keeps."""
+    assert [row[:4] for row in a] == [row[:4] for row in b]
+    assert [row[4] for row in a] == pytest.approx([row[4] for row in b], abs=2e-6, rel=0)
 
 
 # -- export / import -----------------------------------------------------------------------------------------
@@ -57,12 +64,12 @@ def test_export_import_round_trip_into_a_fresh_directory(tmp_path: Path) -> None
 
     result = ltmc("import", str(dump), data_dir=target, cwd=tmp_path)
     assert result.returncode == 0 and "imported 5, already present 0" in result.stdout, result.stderr
-    assert memories_of(target) == memories_of(source)
+    assert_same_memories(memories_of(target), memories_of(source))
     assert search_results(target) == search_results(source)
     # Idempotent: the same file again adds nothing.
     result = ltmc("import", str(dump), data_dir=target, cwd=tmp_path)
     assert result.returncode == 0 and "imported 0, already present 5" in result.stdout
-    assert memories_of(target) == memories_of(source)
+    assert_same_memories(memories_of(target), memories_of(source))
     status, report = doctor_json(target, tmp_path)
     assert status == 0, report
 

@@ -21,24 +21,22 @@ import shutil
 import sqlite3
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import faiss
-
 import ltms
 from ltms.config import Settings
 from ltms.embeddings import make_embedder
 from ltms.errors import LTMCError
+from ltms.fsutil import unwritable_reason
 from ltms.ops.readonly import ReadOnlySnapshotStore, connect_readonly, table_names
 from ltms.ops.text import human_age, human_bytes, table
 from ltms.records import iso_utc
 from ltms.vector_store.faiss_config import DEFAULT_INDEX_NAME, ResolvedPaths
-from ltms.vector_store.faiss_store import FaissIndex, Manifest, SnapshotInvalid, SnapshotMissing, SnapshotStore
+from ltms.vector_store.faiss_store import Manifest, SnapshotInvalid, SnapshotMissing, SnapshotStore
 
 OK, INFO, WARN, PROBLEM = "ok", "info", "warn", "problem"
 MIN_FREE_BYTES = 64 * 1024 * 1024
@@ -257,11 +255,8 @@ def _check_directory(path: Path, what: str, prefix: str) -> tuple[Check, list[Pr
 
 
 def _probe_writable(directory: Path) -> tuple[bool, str]:
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ltmc-doctor-probe-"):
-            return True, ""
-    except OSError as exc:
-        return False, exc.strerror or str(exc)
+    reason = unwritable_reason(directory)
+    return reason is None, reason or ""
 
 
 def _user(uid: int) -> str:
@@ -349,12 +344,7 @@ class _Snapshot:
             return cls("invalid", str(exc), "snapshot_model_mismatch" if wrong_model else "snapshot_corrupt", manifest)
         except (LTMCError, OSError) as exc:
             return cls("unreadable", str(exc), "snapshot_unreadable", manifest)
-        return cls("loaded", manifest=manifest, ids=_index_ids(index))
-
-
-def _index_ids(index: FaissIndex) -> set[int]:
-    # FaissIndex has no public accessor for its ids; its IndexIDMap2 keeps them in `id_map`.
-    return set(faiss.vector_to_array(index._index.id_map).tolist())
+        return cls("loaded", manifest=manifest, ids=set(index.ids().tolist()))
 
 
 def _check_database(db: _DatabaseView, configured: tuple[str, int] | None,

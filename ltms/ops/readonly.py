@@ -12,11 +12,11 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ltms.errors import StorageError
+from ltms.fsutil import unwritable_reason
 from ltms.vector_store.faiss_store import SnapshotStore
 
 
@@ -26,7 +26,7 @@ def connect_readonly(path: Path) -> tuple[sqlite3.Connection, str]:
     try:
         return _connect(uri + "?mode=ro"), "read-only"
     except sqlite3.OperationalError as first:
-        if os.access(path.parent, os.W_OK | os.X_OK) and _probe_writable(path.parent):
+        if os.access(path.parent, os.W_OK | os.X_OK) and unwritable_reason(path.parent) is None:
             raise StorageError("open the database read-only", path, first) from first
         try:
             return _connect(uri + "?mode=ro&immutable=1"), "immutable (its directory is not writable)"
@@ -45,14 +45,6 @@ def _connect(uri: str) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
-
-
-def _probe_writable(directory: Path) -> bool:
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ltmc-probe-"):
-            return True
-    except OSError:
-        return False
 
 
 def table_names(conn: sqlite3.Connection) -> set[str]:

@@ -8,7 +8,7 @@ it works on a data directory this user cannot write) and writes the file atomica
 every line before it stores anything; a bad line is reported with its number and nothing is imported. The
 memories are then stored in one transaction through the memory service, which re-embeds them with the
 configured model (embeddings in the file are ignored) and skips texts already present in their namespace, so
-importing the same file twice adds nothing. Ids are new; created_at is kept, updated_at becomes created_at.
+importing the same file twice adds nothing. Ids are new; both timestamps are kept.
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ class ImportItem:
     metadata: dict[str, Any]
     namespace: str
     created_at: float | None
+    updated_at: float | None
 
 
 def run_import(settings: Settings, file: str, embedder: Embedder | None = None) -> int:
@@ -147,7 +148,7 @@ def run_import(settings: Settings, file: str, embedder: Embedder | None = None) 
         tracked = _ProgressEmbedder(embedder, bar)
         with MemoryService(settings, tracked, background_saves=False) as service:
             results = service.store_many([(i.text, i.tags, i.metadata, i.namespace) for i in items],
-                                         created_at=[i.created_at for i in items])
+                                         timestamps=[(i.created_at, i.updated_at) for i in items])
     created = sum(r.created for r in results)
     print(f"imported {created}, already present {len(results) - created} (from {source}, {len(items)} lines)")
     return 0
@@ -203,8 +204,8 @@ def parse_line(number: int, raw: bytes, settings: Settings) -> ImportItem | None
     tags = validation.tags(record.get("tags"))
     metadata = validation.metadata(record.get("metadata"), settings.max_metadata_bytes)
     created_at = validation.timestamp(record.get("created_at"), "created_at")
-    validation.timestamp(record.get("updated_at"), "updated_at")
-    return ImportItem(number, text, tags, metadata, namespace, created_at)
+    updated_at = validation.timestamp(record.get("updated_at"), "updated_at")
+    return ImportItem(number, text, tags, metadata, namespace, created_at, updated_at)
 
 
 class _ProgressEmbedder:

@@ -51,6 +51,10 @@ class FaissIndex:
     def ntotal(self) -> int:
         return int(self._index.ntotal)
 
+    def ids(self) -> np.ndarray:
+        """Every id in the index (a copy)."""
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
             self._index.add_with_ids(_as_matrix(vectors, self.dimension), np.asarray(ids, dtype=np.int64))

@@ -1,0 +1,265 @@
+"""The MCP tools: thin, typed, documented wrappers over MemoryService.
+
+The service is the single source of truth for bounds and validation; the schemas below only carry the bounds a
+client benefits from seeing up front (k, limit, offset, ids, scores), taken from `ltms.validation`.
+Tools are sync functions on purpose: the SDK runs them in a worker thread, and the service is thread-safe.
+
+No `from __future__ import annotations` here: the SDK evaluates the tools' annotations, and some of their
+descriptions are built from the settings at registration time.
+"""
+
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from ltms import __version__, validation
+from ltms.config import Settings
+from ltms.errors import LTMCError
+from ltms.records import Memory, iso_utc
+from ltms.service import MemoryService
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "ltmc"
+# Memory text in one retrieve/list response is shared out among its items, so a response stays small
+# even at k=100 (each item still gets at least MIN_ITEM_CHARS). get_memory always returns the whole text.
+RESPONSE_TEXT_BUDGET = 50_000
+MIN_ITEM_CHARS = 100
+
+INSTRUCTIONS = """\
+LTMC is a long-term memory. Store facts, decisions and notes worth remembering with store_memory; find them \
+later by meaning with retrieve_memory (a natural-language query, not keywords). Long texts are cut short in \
+retrieve_memory and list_memories results (truncated: true); get_memory returns a memory whole. Use namespaces \
+to keep projects apart and tags to label memories; filters on both apply before the top-k cut."""
+READ_ONLY_NOTE = " This server is read-only: memories can be searched and read here, not stored or changed."
+
+T = TypeVar("T")
+
+
+# -- output models (they are also the tools' published output schemas) ----------------------------------------
+
+class MemoryView(BaseModel):
+    id: int = Field(description="the memory's id: pass it to get_memory, update_memory or delete_memory")
+    text: str = Field(description="the text; cut short with a marker when `truncated` is true")
+    truncated: bool = Field(False, description="true when `text` was shortened; get_memory returns all of it")
+    text_chars: int = Field(description="length of the whole text, in characters")
+    namespace: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    metadata_truncated: bool = Field(False, description="true when metadata was too large to include here")
+    created_at: str = Field(description="ISO 8601, UTC")
+    updated_at: str = Field(description="ISO 8601, UTC")
+
+
+class Hit(MemoryView):
+    score: float = Field(description="cosine similarity to the query, -1..1 (higher is closer)")
+
+
+class RetrieveResult(BaseModel):
+    results: list[Hit] = Field(description="closest first")
+    count: int
+
+
+class ListResult(BaseModel):
+    items: list[MemoryView] = Field(description="newest first")
+    total: int = Field(description="memories matching the filters, over all pages")
+    offset: int
+    next_offset: int | None = Field(description="pass as `offset` for the next page; null on the last page")
+
+
+class StoreResult(BaseModel):
+    id: int
+    created: bool = Field(description="false when the same text already existed in the namespace (deduplicated)")
+    namespace: str
+    created_at: str | None = None
+
+
+class DeleteResult(BaseModel):
+    id: int
+    deleted: bool
+
+
+# -- turning service records into responses ---------------------------------------------------------------------
+
+def item_limit(settings: Settings, count: int) -> int:
+    """Characters of text each of `count` items may show."""
+    budget = max(RESPONSE_TEXT_BUDGET, settings.max_result_chars)
+    return min(settings.max_result_chars, max(MIN_ITEM_CHARS, budget // max(1, count)))
+
+
+def view(memory: Memory, limit: int | None = None) -> dict[str, Any]:
+    """A memory as a response item; with `limit`, long text and large metadata are cut short."""
+    text, truncated = memory.text, False
+    metadata, metadata_truncated = dict(memory.metadata), False
+    if limit is not None:
+        if len(text) > limit:
+            text = (f"{text[:limit]}… [truncated: {limit} of {len(memory.text)} characters shown; "
+                    f"call get_memory with id {memory.id} for the whole text]")
+            truncated = True
+        if len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))) > limit:
+            metadata, metadata_truncated = {}, True
+    return {
+        "id": memory.id,
+        "text": text,
+        "truncated": truncated,
+        "text_chars": len(memory.text),
+        "namespace": memory.namespace,
+        "tags": list(memory.tags),
+        "metadata": metadata,
+        "metadata_truncated": metadata_truncated,
+        "created_at": iso_utc(memory.created_at),
+        "updated_at": iso_utc(memory.updated_at),
+    }
+
+
+def call(tool: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a service call; its errors become ToolErrors with their message, anything else is logged, not leaked."""
+    try:
+        return fn(*args, **kwargs)
+    except LTMCError as exc:
+        raise ToolError(str(exc)) from exc
+    except Exception:
+        log.exception("%s failed unexpectedly", tool)
+        raise ToolError(f"{tool} failed because of an internal server error; the server log has the details") \
+            from None
+
+
+# -- parameter types -------------------------------------------------------------------------------------------
+
+NamespaceIn = Annotated[str | None, Field(
+    description="namespace to keep projects or agents apart: 1-64 characters from letters, digits and _ . : @ / -")]
+TagsFilter = Annotated[list[str] | None, Field(
+    description="only memories carrying ALL of these tags")]
+MemoryId = Annotated[int, Field(ge=1, description="a memory id, as returned by store_memory or retrieve_memory")]
+
+
+# -- the server --------------------------------------------------------------------------------------------------
+
+def register(mcp: MCPServer, fn: Callable[..., Any], title: str, annotations: ToolAnnotations) -> None:
+    # The docstring is the description an LLM reads: without its source indentation.
+    mcp.add_tool(fn, title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=annotations)
+
+
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+
+
+def build_server(service: MemoryService, settings: Settings, token_verifier: TokenVerifier | None = None,
+                 auth: AuthSettings | None = None) -> MCPServer:
+    """An MCPServer whose tools call `service`. Read-only settings register only the reading tools.
+
+    `token_verifier` and `auth` (both or neither) protect the HTTP transports; stdio is never authenticated."""
+    mcp: MCPServer = MCPServer(name=SERVER_NAME, title="LTMC long-term memory", version=__version__,
+                               instructions=INSTRUCTIONS + (READ_ONLY_NOTE if settings.read_only else ""),
+                               log_level=settings.log_level,
+                               token_verifier=token_verifier, auth=auth)
+
+    def retrieve_memory(
+        query: Annotated[str, Field(description="what to look for, in natural language; matched by meaning")],
+        k: Annotated[int, Field(ge=1, le=validation.MAX_K, description="how many memories to return at most")] = 5,
+        namespace: Annotated[str | None, Field(description="search only this namespace (default: all)")] = None,
+        tags: TagsFilter = None,
+        since: Annotated[str | None, Field(
+            description="only memories created at or after this ISO 8601 date or date-time "
+                        "(UTC when no offset is given), e.g. 2026-01-31 or 2026-01-31T12:00:00Z")] = None,
+        until: Annotated[str | None, Field(description="only memories created at or before this ISO 8601 time")] = None,
+        min_score: Annotated[float | None, Field(
+            ge=-1.0, le=1.0, description="drop results below this cosine similarity (-1..1)")] = None,
+    ) -> RetrieveResult:
+        """Find the stored memories closest in meaning to `query`, closest first, with their similarity scores.
+
+        Filters (namespace, tags, since/until) apply before the top-k cut. Long texts are shortened
+        (truncated: true); call get_memory with the id for the whole text."""
+        hits = call("retrieve_memory", service.retrieve, query, k=k, namespace=namespace, tags=tags, since=since,
+                    until=until, min_score=min_score)
+        limit = item_limit(settings, len(hits))
+        results = [Hit(**view(hit.memory, limit), score=round(hit.score, 6)) for hit in hits]
+        return RetrieveResult(results=results, count=len(results))
+
+    def get_memory(id: MemoryId) -> MemoryView:
+        """Return one memory in full: its whole text, tags, metadata and timestamps."""
+        return MemoryView(**view(call("get_memory", service.get, id)))
+
+    def list_memories(
+        namespace: Annotated[str | None, Field(description="list only this namespace (default: all)")] = None,
+        tags: TagsFilter = None,
+        limit: Annotated[int, Field(ge=1, le=validation.MAX_PAGE, description="page size")] = 20,
+        offset: Annotated[int, Field(ge=0, description="how many memories to skip (from next_offset)")] = 0,
+    ) -> ListResult:
+        """List memories newest first, a page at a time. Long texts are shortened (truncated: true)."""
+        page = call("list_memories", service.list, namespace=namespace, tags=tags, limit=limit, offset=offset)
+        per_item = item_limit(settings, len(page.items))
+        return ListResult(items=[MemoryView(**view(m, per_item)) for m in page.items], total=page.total,
+                          offset=page.offset, next_offset=page.next_offset)
+
+    def memory_stats() -> dict[str, Any]:
+        """Counts per namespace, the embedding model, and the state of the search index and its snapshot."""
+        stats = call("memory_stats", service.stats)
+        stats["read_only"] = settings.read_only
+        stats["version"] = __version__
+        return stats
+
+    register(mcp, retrieve_memory, "Retrieve memories by meaning", READ)
+    register(mcp, get_memory, "Get one memory in full", READ)
+    register(mcp, list_memories, "List memories", READ)
+    register(mcp, memory_stats, "Memory statistics", READ)
+    if not settings.read_only:
+        _add_writing_tools(mcp, service, settings)
+    return mcp
+
+
+def _add_writing_tools(mcp: MCPServer, service: MemoryService, settings: Settings) -> None:
+    def store_memory(
+        text: Annotated[str, Field(description=f"the memory: a fact, decision or note; non-empty, at most "
+                                               f"{settings.max_text_bytes} bytes of UTF-8")],
+        tags: Annotated[list[str] | None, Field(
+            description=f"labels to filter by later; at most {validation.MAX_TAGS} tags of up to "
+                        f"{validation.MAX_TAG_CHARS} characters")] = None,
+        metadata: Annotated[dict[str, Any] | None, Field(
+            description=f"any JSON object kept with the memory (source, author, ...); at most "
+                        f"{settings.max_metadata_bytes} bytes as JSON")] = None,
+        namespace: NamespaceIn = None,
+    ) -> StoreResult:
+        """Store a memory so it can be retrieved later by meaning.
+
+        Storing the same text again in the same namespace returns the existing id with created: false."""
+        result = call("store_memory", service.store, text, tags=tags, metadata=metadata, namespace=namespace)
+        try:
+            memory = service.get(result.id)
+        except LTMCError:  # deleted by someone else in between: the store itself succeeded
+            return StoreResult(id=result.id, created=result.created,
+                               namespace=validation.namespace(namespace) or validation.DEFAULT_NAMESPACE)
+        return StoreResult(id=result.id, created=result.created, namespace=memory.namespace,
+                           created_at=iso_utc(memory.created_at))
+
+    def update_memory(
+        id: MemoryId,
+        text: Annotated[str | None, Field(description="new text (re-embedded); omit to keep the text")] = None,
+        tags: Annotated[list[str] | None, Field(description="new tags, replacing the old; omit to keep")] = None,
+        metadata: Annotated[dict[str, Any] | None, Field(
+            description="new metadata, replacing the old; omit to keep")] = None,
+    ) -> MemoryView:
+        """Change a memory's text, tags or metadata; what is omitted stays as it was. Returns the memory."""
+        memory = call("update_memory", service.update, id, text=text, tags=tags, metadata=metadata)
+        return MemoryView(**view(memory, settings.max_result_chars))
+
+    def delete_memory(id: MemoryId) -> DeleteResult:
+        """Delete a memory for good. It is no longer returned by any tool."""
+        call("delete_memory", service.delete, id)
+        return DeleteResult(id=id, deleted=True)
+
+    # store is idempotent: the same text in the same namespace is deduplicated to the same id.
+    register(mcp, store_memory, "Store a memory", ToolAnnotations(
+        read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False))
+    register(mcp, update_memory, "Update a memory", ToolAnnotations(
+        read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False))
+    register(mcp, delete_memory, "Delete a memory", ToolAnnotations(
+        read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False))
