@@ -128,7 +128,7 @@ def test_import_keeps_created_at_and_dedups_within_the_file(tmp_path: Path) -> N
     result = ltmc("import", str(dump), data_dir=data, cwd=tmp_path)
     assert "imported 2, already present 1" in result.stdout, result.stderr
     created = {m[0]: m[4] for m in memories_of(data)}
-    assert created == {"default": 1577934245.12346, "other": 1577934245.5}
+    assert created == {"default": pytest.approx(1577934245.123456, abs=1e-6), "other": 1577934245.5}
 
 
 # -- reindex -------------------------------------------------------------------------------------------------
