@@ -34,6 +34,7 @@ from ltms.server.http_app import (
     auth_settings,
     build_http_app,
     is_loopback,
+    max_body_bytes,
 )
 from ltms.server.stdio import serve_stdio
 from ltms.server.tools import build_server
@@ -205,7 +206,7 @@ async def _serve_async(service: MemoryService, settings: Settings, transport: st
             tg.start_soon(run_http)
             _log_listening(sockets, verifier is not None)
         if transport in ("stdio", "dual"):
-            tg.start_soon(_run_stdio, mcp, done)
+            tg.start_soon(_run_stdio, mcp, max_body_bytes(settings), done)
         log.info("ltmc %s serving over %s (%s)", __version__, transport,
                  "read-only" if settings.read_only else "read-write")
 
@@ -227,9 +228,9 @@ def _http_server(mcp: MCPServer, service: MemoryService, settings: Settings) -> 
     return _Uvicorn(config)
 
 
-async def _run_stdio(mcp: MCPServer, done: anyio.Event) -> None:
+async def _run_stdio(mcp: MCPServer, max_message_bytes: int, done: anyio.Event) -> None:
     try:
-        await serve_stdio(mcp)
+        await serve_stdio(mcp, max_message_bytes)  # the same bound as an HTTP request body
         log.info("stdin closed: stopping")
     finally:
         done.set()

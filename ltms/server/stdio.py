@@ -69,9 +69,10 @@ def _pump(fd: int, send: ObjectSendStream[bytes], token: object, max_line_bytes:
             anyio.from_thread.run_sync(send.close, token=token)
 
 
-async def serve_stdio(mcp: MCPServer) -> None:
-    """Serve one MCP session over stdin/stdout; returns when stdin reaches EOF."""
-    async with stdio_server(stdin=stdin_lines()) as (read_stream, write_stream):  # type: ignore[arg-type]
+async def serve_stdio(mcp: MCPServer, max_line_bytes: int = DEFAULT_MAX_REQUEST_BODY_SIZE) -> None:
+    """Serve one MCP session over stdin/stdout; returns when stdin reaches EOF. Longer messages are dropped."""
+    lines = stdin_lines(max_line_bytes=max_line_bytes)
+    async with stdio_server(stdin=lines) as (read_stream, write_stream):  # type: ignore[arg-type]
         # MCPServer.run_stdio_async() would use the SDK's uncancellable reader; its low-level server is the
         # same one every transport drives.
         lowlevel = mcp._lowlevel_server

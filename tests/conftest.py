@@ -1,0 +1,44 @@
+"""Fixtures shared by the test suite: a temporary data directory, and server processes that are always stopped
+at teardown. The helpers behind them live in test_server_support.py."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from test_server_support import ServerProcess, child_env, free_port
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A data directory that does not exist yet (the code under test must create it)."""
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """`start_server(transport, *args, env=None, wait=True, port=0)` starts `python -m ltms serve`.
+
+    HTTP transports get a free port (`port=None`: no --port flag, the environment decides) and, with `wait`,
+    the call returns once /health answers. The default environment uses `tmp_path / "data"` (the `data_dir`
+    fixture) and the hashing embedder. Every process started is killed at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(transport: str = "http", *args: str, env: dict[str, str] | None = None, wait: bool = True,
+              port: int | None = 0) -> ServerProcess:
+        command = [sys.executable, "-m", "ltms", "serve", "--transport", transport, *args]
+        if transport != "stdio" and port is not None:
+            port = port or free_port()
+            command += ["--port", str(port)]
+        server = ServerProcess(command, env if env is not None else child_env(tmp_path / "data"),
+                               tmp_path / f"server-{len(started)}.log", port if transport != "stdio" else None)
+        started.append(server)
+        if wait and server.port is not None:
+            server.wait_healthy()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
