@@ -55,6 +55,10 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(name.strip().lower() for name in raw.split(",") if name.strip())
+
+
 def _log_level(raw: str) -> str:
     return _choice("debug", "info", "warning", "error")(raw).upper()
 
@@ -75,6 +79,8 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any], Any, str]] = {
     "http_host": ("LTMC_HTTP_HOST", str, "127.0.0.1", "HTTP listen address"),
     "http_port": ("LTMC_HTTP_PORT", _int_in(0, 65535), 5050, "HTTP listen port"),
     "auth_token": ("LTMC_AUTH_TOKEN", str, None, "bearer token required on /mcp and /sse when set"),
+    "allowed_hosts": ("LTMC_ALLOWED_HOSTS", _names, (),
+                      "extra Host names the HTTP server accepts, comma-separated (e.g. behind a reverse proxy)"),
     "allow_insecure": ("LTMC_ALLOW_INSECURE", _bool, False, "allow a non-loopback host without a token"),
     "log_level": ("LTMC_LOG_LEVEL", _log_level, "INFO", "debug, info, warning or error (logs go to stderr)"),
     "max_result_chars": ("LTMC_MAX_RESULT_CHARS", _int_in(100, 1024 * 1024), 2000,
@@ -94,6 +100,7 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 5050
     auth_token: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
     allow_insecure: bool = False
     log_level: str = "INFO"
     max_result_chars: int = 2000
@@ -118,7 +125,12 @@ class Settings:
         for name, (var, parse, default, _doc) in SETTINGS_TABLE.items():
             flag = flags.get(name)
             if flag is not None:
-                values[name], sources[name] = flag, f"flag --{name.replace('_', '-')}"
+                option = f"--{name.replace('_', '-')}"
+                try:  # a flag goes through the same parser and bounds as its environment variable
+                    values[name] = flag if isinstance(flag, bool) else parse(str(flag))
+                except ValueError as exc:
+                    raise InvalidInput(f"{option} {flag!r} is invalid: {exc}") from exc
+                sources[name] = f"flag {option}"
             elif env.get(var, "") != "":
                 try:
                     values[name] = parse(env[var])
@@ -139,5 +151,7 @@ class Settings:
             value = getattr(self, name)
             if name == "auth_token" and value:
                 value = "(set, hidden)"
+            if isinstance(value, tuple):
+                value = ",".join(value)
             rows.append((name, str(value), self.sources.get(name, "default")))
         return rows

@@ -22,7 +22,7 @@ import numpy as np
 from ltms import validation
 from ltms.config import Settings
 from ltms.embeddings import Embedder, make_embedder
-from ltms.errors import InvalidInput, ModelMismatch, NotFound, StorageError
+from ltms.errors import InvalidInput, ModelMismatch, NotFound, ReadOnlyError, StorageError
 from ltms.records import Memory, Page, SearchHit, StoreResult, iso_utc
 from ltms.storage.db import Database, blobs_to_matrix
 from ltms.vector_store.faiss_config import prepare_directories
@@ -173,6 +173,7 @@ class MemoryService:
 
         `timestamps` gives each item's (created_at, updated_at) in epoch seconds (import keeps them); None = now.
         """
+        self._refuse_if_read_only()
         prepared = []
         for text, tags, metadata, namespace in items:
             clean_text = validation.text(text, "text", self.settings.max_text_bytes)
@@ -245,6 +246,7 @@ class MemoryService:
     def update(self, memory_id: int, text: str | None = None, tags: Sequence[str] | None = None,
                metadata: dict[str, Any] | None = None) -> Memory:
         """Change a memory's text, tags or metadata (each left alone when None). New text is re-embedded."""
+        self._refuse_if_read_only()
         current = self.get(memory_id)
         new_text = current.text if text is None else validation.text(text, "text", self.settings.max_text_bytes)
         new_tags = current.tags if tags is None else validation.tags(tags)
@@ -265,12 +267,18 @@ class MemoryService:
         return self.get(current.id)
 
     def delete(self, memory_id: int) -> None:
+        self._refuse_if_read_only()
         memory_id = validation.memory_id(memory_id)
         with self._lock:
             with self.db.write() as conn:
                 if not Database.delete(conn, memory_id, time.time()):
                     raise NotFound(f"no memory with id {memory_id}")
             self._catch_up()
+
+    def _refuse_if_read_only(self) -> None:
+        if self.settings.read_only:
+            raise ReadOnlyError("this server is read-only (LTMC_READ_ONLY): memories cannot be stored, changed or "
+                                "deleted")
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

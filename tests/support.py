@@ -13,9 +13,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def hash_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment for a child process on `data_dir` with the fast hashing embedder."""
+    """The environment of a child process on `data_dir`: no inherited LTMC_*/FAISS_* settings, the fast hashing
+    embedder unless `extra` says otherwise, and this checkout importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LTMC_", "FAISS_"))}
-    env.update({"LTMC_DATA_DIR": str(data_dir), "LTMC_EMBEDDER": "hash", "PYTHONPATH": str(REPO)})
+    env.update({"LTMC_DATA_DIR": str(data_dir), "LTMC_EMBEDDER": "hash",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
     env.update(extra)
     return env
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,24 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+from support import REPO
+from support import hash_env as child_env
 
-REPO = Path(__file__).resolve().parent.parent
+__all__ = ["REPO", "ServerProcess", "child_env", "free_port", "wait_for_health"]
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def child_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment of a child `ltmc` process on `data_dir`: no inherited LTMC_*/FAISS_* settings, the hashing
-    embedder unless `extra` says otherwise, and this checkout importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LTMC_", "FAISS_"))}
-    env.update({"LTMC_DATA_DIR": str(data_dir), "LTMC_EMBEDDER": "hash",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
-    env.update(extra)
-    return env
 
 
 def wait_for_health(base_url: str, timeout: float = 60, failed: Callable[[], str | None] = lambda: None

@@ -319,3 +319,9 @@ def test_python_dash_m_ltms_and_the_console_script_agree() -> None:
     result = subprocess.run([sys.executable, "-m", "ltms", "serve", "--help"], capture_output=True, text=True,
                             timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     assert result.returncode == 0 and "{stdio,http,dual}" in result.stdout
+
+
+def test_extra_allowed_host_is_accepted_behind_a_proxy(start_server, data_dir: Path) -> None:
+    server = start_server("http", env=child_env(data_dir, LTMC_ALLOWED_HOSTS="memory.example.com"))
+    assert httpx2.get(f"{server.base_url}/health", headers={"Host": "memory.example.com"}).status_code == 200
+    assert httpx2.get(f"{server.base_url}/health", headers={"Host": "other.example.com"}).status_code == 421

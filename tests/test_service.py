@@ -9,7 +9,7 @@ import pytest
 from support import hash_settings
 
 from ltms.embeddings.hashing import HashingEmbedder
-from ltms.errors import InvalidInput, ModelMismatch, NotFound
+from ltms.errors import InvalidInput, ModelMismatch, NotFound, ReadOnlyError
 from ltms.service import MemoryService
 
 
@@ -180,3 +180,15 @@ def test_stats_reports_counts_and_index_state(service: MemoryService) -> None:
     assert stats["index"]["vectors"] == 3
     assert stats["index"]["state"] == "created"
     assert stats["model"] == "hash-384-v1"
+
+
+def test_a_read_only_service_refuses_writes_and_changes_nothing(tmp_path: Path) -> None:
+    with MemoryService(hash_settings(tmp_path / "data")) as service:
+        memory_id = service.store("written while writable").id
+    with MemoryService(hash_settings(tmp_path / "data", LTMC_READ_ONLY="1")) as service:
+        for attempt in (lambda: service.store("new"), lambda: service.update(memory_id, text="changed"),
+                        lambda: service.delete(memory_id)):
+            with pytest.raises(ReadOnlyError, match="read-only"):
+                attempt()
+        assert service.get(memory_id).text == "written while writable"
+        assert service.retrieve("written", k=1)[0].memory.id == memory_id

@@ -95,7 +95,7 @@ def _own_names() -> list[str]:
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
-    names = allowed_host_names(settings.http_host)
+    names = allowed_host_names(settings.http_host) + list(settings.allowed_hosts)
     # "name:*" for direct clients; the bare name for a reverse proxy on the default port.
     hosts = [f"{name}:*" for name in names] + names
     origins = [f"{scheme}://{name}{port}" for name in names for scheme in ("http", "https") for port in (":*", "")]
