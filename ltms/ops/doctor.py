@@ -185,7 +185,7 @@ def _check_embedder(settings: Settings) -> tuple[Check, list[Problem], tuple[str
     try:
         embedder = make_embedder(settings.embedder)  # construction only locates files; weights load lazily
         name, dimension = str(embedder.name), int(embedder.dimension)
-    except Exception as exc:  # whatever stops it here stops the server too
+    except LTMCError as exc:  # whatever stops it here stops the server too
         message = f"the configured embedder {settings.embedder!r} cannot be used: {exc}"
         return (Check("embedder", PROBLEM, message),
                 [Problem("embedder_unavailable", message, "install the model, or configure another LTMC_EMBEDDER",
