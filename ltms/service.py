@@ -83,7 +83,7 @@ class MemoryService:
         paths = self.settings.paths
         latest = self.db.max_seq()
         try:
-            index, manifest = self.snapshots.load(self.embedder.dimension, self.model)
+            index, manifest = self.snapshots.load(self.embedder.dimension, self.model, self.db.database_id)
             if manifest.last_seq > latest:
                 raise SnapshotInvalid(f"it includes change {manifest.last_seq}, the database only {latest}")
         except SnapshotMissing:
@@ -325,7 +325,8 @@ class MemoryService:
                 data = self.index.serialize()
                 count, seq, pending = self.index.ntotal, self._applied_seq, self._unsaved_changes
             try:
-                manifest = self.snapshots.save(data, count, self.embedder.dimension, self.model, seq)
+                manifest = self.snapshots.save(data, count, self.embedder.dimension, self.model, seq,
+                                               self.db.database_id)
             except StorageError as exc:
                 self.last_snapshot_error = str(exc)
                 log.error("index snapshot not saved: %s (memories are safe in %s; the index will be rebuilt from it)",

@@ -43,7 +43,8 @@ def run_reindex(settings: Settings, reembed: bool = False, embedder: Embedder | 
             service.save_snapshot()  # flush what was replayed at open, so closing writes nothing more
             with ProgressBar("indexing") as bar:
                 index, seq = service.build_index(bar)
-            manifest = service.snapshots.save(index.serialize(), index.ntotal, embedder.dimension, embedder.name, seq)
+            manifest = service.snapshots.save(index.serialize(), index.ntotal, embedder.dimension, embedder.name, seq,
+                                              service.db.database_id)
             vectors = index.ntotal
             if manifest is None:
                 log.info("another process saved a newer snapshot meanwhile; it was kept")

@@ -28,7 +28,8 @@ READ_CHUNK = 64 * 1024
 
 
 async def stdin_lines(fd: int = 0, max_line_bytes: int = DEFAULT_MAX_REQUEST_BODY_SIZE) -> AsyncIterator[str]:
-    """Lines from `fd` (decoded as UTF-8, bad bytes replaced, as the SDK does) until EOF."""
+    """Lines from `fd`, decoded as UTF-8, until EOF. A line that is not valid UTF-8 is dropped with a warning, as
+    HTTP refuses such a body: replacing the bad bytes (as the SDK's own reader does) would store altered text."""
     send, receive = anyio.create_memory_object_stream[bytes](16)
     token = anyio.lowlevel.current_token()
     private_fd = os.dup(fd)  # ours alone: closing sys.stdin at exit cannot pull it from under the thread
@@ -36,7 +37,12 @@ async def stdin_lines(fd: int = 0, max_line_bytes: int = DEFAULT_MAX_REQUEST_BOD
                      daemon=True).start()
     async with receive:
         async for line in receive:
-            yield line.decode("utf-8", errors="replace")
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                log.warning("dropping a stdin message that is not valid UTF-8 (bad byte at offset %d)", exc.start)
+                continue
+            yield text
 
 
 def _pump(fd: int, send: ObjectSendStream[bytes], token: object, max_line_bytes: int) -> None:

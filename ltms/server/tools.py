@@ -139,7 +139,10 @@ NamespaceIn = Annotated[str | None, Field(
     description="namespace to keep projects or agents apart: 1-64 characters from letters, digits and _ . : @ / -")]
 TagsFilter = Annotated[list[str] | None, Field(
     description="only memories carrying ALL of these tags")]
-MemoryId = Annotated[int, Field(ge=1, description="a memory id, as returned by store_memory or retrieve_memory")]
+# strict: a JSON integer only. Lax validation turned `true` into id 1 (and "2" into 2), so delete_memory(id=true)
+# deleted memory 1.
+MemoryId = Annotated[int, Field(ge=1, strict=True,
+                                description="a memory id, as returned by store_memory or retrieve_memory")]
 
 
 # -- the server --------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ class Database:
         try:
             self._conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                          check_same_thread=False)
+            self._identity = self._file_identity()
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -104,6 +106,11 @@ class Database:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StorageError("start a write transaction on", self.path, exc) from exc
+            if self._file_identity() != self._identity:
+                # SQLite would go on writing into the open, unlinked file: acknowledged and then lost for good.
+                self._rollback()
+                raise StorageError("write to", self.path, "the database file was deleted or replaced while this "
+                                   "process had it open; nothing was written (restart to open the current file)")
             try:
                 yield self._conn
             except sqlite3.Error as exc:  # e.g. SQLITE_FULL: name the file and the reason
@@ -117,6 +124,14 @@ class Database:
             except sqlite3.Error as exc:
                 self._rollback()
                 raise StorageError("commit to", self.path, exc) from exc
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the file now at `path`, None if there is none."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     def _rollback(self) -> None:
         # SQLite may already have rolled back by itself (after SQLITE_FULL, for example).
@@ -146,12 +161,19 @@ class Database:
             self._conn.executescript(_SCHEMA)
         with self.write() as conn:
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            # Which database an index snapshot was built from: a snapshot copied in from another data directory
+            # can match this one in count, model and change number, and only this tells them apart.
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,))
 
     # -- meta -----------------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
+
+    @property
+    def database_id(self) -> str:
+        return self.get_meta("database_id") or ""
 
     @staticmethod
     def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:

@@ -16,8 +16,9 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -104,6 +105,15 @@ class Manifest:
     sha256: str
     size: int
     saved_at: float
+    database_id: str = ""  # the database it was built from ("" in snapshots written before it was recorded)
+    # While a save is under way: the manifest of the index bytes about to replace the current ones. A process
+    # killed between the two file replacements leaves the new index beside this manifest, and it still loads.
+    pending: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Manifest:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in raw.items() if key in known})  # newer fields are ignored
 
 
 class SnapshotStore:
@@ -117,26 +127,33 @@ class SnapshotStore:
     def read_manifest(self) -> Manifest | None:
         try:
             raw = json.loads(self.manifest_path.read_text("utf-8"))
-            return Manifest(**raw)
+            return Manifest.from_dict(raw)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise SnapshotInvalid(f"unreadable manifest {self.manifest_path}: {exc}") from exc
 
-    def save(self, data: np.ndarray, count: int, dimension: int, model: str, last_seq: int) -> Manifest | None:
+    def save(self, data: np.ndarray, count: int, dimension: int, model: str, last_seq: int,
+             database_id: str = "") -> Manifest | None:
         """Write the index bytes and then the manifest, each atomically. Returns None when skipped because
-        the snapshot on disk (written by another process) already contains everything this one does."""
+        the snapshot on disk (written by another process) already contains everything this one does.
+
+        The two files cannot be replaced in one step, so the manifest announces the new index first (`pending`):
+        whichever index file a kill leaves behind, old or new, matches the manifest beside it."""
         with self._locked(exclusive=True):
-            with contextlib.suppress(SnapshotInvalid):
+            try:
                 current = self.read_manifest()
-                if (
-                    current is not None
-                    and current.model == model
-                    and current.dimension == dimension
-                    and current.last_seq > last_seq
-                    and self.index_path.exists()
-                ):
-                    return None
+            except SnapshotInvalid:
+                current = None
+            if (
+                current is not None
+                and current.model == model
+                and current.dimension == dimension
+                and current.last_seq > last_seq
+                and current.database_id == database_id
+                and self.index_path.exists()
+            ):
+                return None
             view = memoryview(data)
             manifest = Manifest(
                 format=MANIFEST_FORMAT,
@@ -147,12 +164,16 @@ class SnapshotStore:
                 sha256=hashlib.sha256(view).hexdigest(),
                 size=len(view),
                 saved_at=time.time(),
+                database_id=database_id,
             )
+            if current is not None and self.index_path.exists():
+                announced = replace(current, pending=asdict(manifest))
+                atomic_write_bytes(self.manifest_path, json.dumps(asdict(announced), indent=1).encode())
             atomic_write_bytes(self.index_path, view)
             atomic_write_bytes(self.manifest_path, json.dumps(asdict(manifest), indent=1).encode())
             return manifest
 
-    def load(self, dimension: int, model: str) -> tuple[FaissIndex, Manifest]:
+    def load(self, dimension: int, model: str, database_id: str = "") -> tuple[FaissIndex, Manifest]:
         """Load and verify the snapshot. Raises SnapshotMissing or SnapshotInvalid (with the reason)."""
         with self._locked(exclusive=False):
             if not self.index_path.exists():
@@ -162,19 +183,25 @@ class SnapshotStore:
             manifest = self.read_manifest()
             if manifest is None:
                 raise SnapshotInvalid("the index file has no manifest beside it")
-            if manifest.format != MANIFEST_FORMAT:
-                raise SnapshotInvalid(f"manifest format {manifest.format}, expected {MANIFEST_FORMAT}")
-            if manifest.model != model:
-                raise SnapshotInvalid(f"built with model {manifest.model!r}, configured model is {model!r}")
-            if manifest.dimension != dimension:
-                raise SnapshotInvalid(f"dimension {manifest.dimension}, expected {dimension}")
+            _check_fits(manifest, dimension, model, database_id)
             try:
                 data = np.fromfile(self.index_path, dtype=np.uint8)
             except OSError as exc:
                 raise SnapshotInvalid(f"cannot read {self.index_path}: {exc}") from exc
+        digest = hashlib.sha256(memoryview(data)).hexdigest()
+        if (len(data), digest) != (manifest.size, manifest.sha256) and manifest.pending:
+            try:
+                written = Manifest.from_dict(manifest.pending)
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise SnapshotInvalid(f"unreadable pending entry in {self.manifest_path}: {exc}") from exc
+            if (len(data), digest) == (written.size, written.sha256):
+                log.info("index snapshot %s: the last save stopped after writing the index, before its manifest; "
+                         "the index it wrote is complete and is used", self.index_path)
+                _check_fits(written, dimension, model, database_id)
+                manifest = written
         if len(data) != manifest.size:
             raise SnapshotInvalid(f"size {len(data)} bytes, manifest says {manifest.size} (truncated?)")
-        if hashlib.sha256(memoryview(data)).hexdigest() != manifest.sha256:
+        if digest != manifest.sha256:
             raise SnapshotInvalid("checksum mismatch: the index file is corrupt")
         try:
             index = FaissIndex.deserialize(data, dimension)
@@ -214,6 +241,18 @@ class SnapshotStore:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _check_fits(manifest: Manifest, dimension: int, model: str, database_id: str) -> None:
+    if manifest.format != MANIFEST_FORMAT:
+        raise SnapshotInvalid(f"manifest format {manifest.format}, expected {MANIFEST_FORMAT}")
+    if manifest.model != model:
+        raise SnapshotInvalid(f"built with model {manifest.model!r}, configured model is {model!r}")
+    if manifest.dimension != dimension:
+        raise SnapshotInvalid(f"dimension {manifest.dimension}, expected {dimension}")
+    if database_id and manifest.database_id and manifest.database_id != database_id:
+        raise SnapshotInvalid(f"it was built from another database (id {manifest.database_id}; this one is "
+                              f"{database_id})")
 
 
 def _as_matrix(vectors: np.ndarray, dimension: int) -> np.ndarray:

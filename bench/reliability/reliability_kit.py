@@ -1,0 +1,363 @@
+"""Shared pieces of the reliability trials: `ltmc serve` processes, MCP clients, the store/verify workloads,
+percentiles and markdown output.
+
+Used by the scripts in this folder (crash_trials.py, concurrency.py, load.py) and by tests/test_reliability_*.py,
+so a figure in the README and the assertion in a test come from the same code. Nothing in ltms imports this.
+Only loopback (127.0.0.1) is ever contacted; every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CALL_TIMEOUT = 30.0  # seconds one tool call may take before it counts as an error (a hang)
+
+
+# -- processes --------------------------------------------------------------------------------------------------
+
+def server_env(data_dir: Path, embedder: str = "hash", **extra: str) -> dict[str, str]:
+    """A child environment on `data_dir`: no inherited LTMC_*/FAISS_* settings, this checkout importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LTMC_", "FAISS_"))}
+    env.update({"LTMC_DATA_DIR": str(data_dir), "LTMC_EMBEDDER": embedder,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_command(transport: str, port: int | None = None) -> list[str]:
+    command = [sys.executable, "-m", "ltms", "serve", "--transport", transport]
+    if port is not None:
+        command += ["--port", str(port)]
+    return command
+
+
+def stdio_params(env: dict[str, str]) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=["-m", "ltms", "serve", "--transport", "stdio"],
+                                 env=env)
+
+
+class HttpServer:
+    """`ltmc serve --transport http` on a free loopback port, its log (stderr) in a file. Use as a context manager
+    or call stop(): the process is always killed."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(serve_command("http", self.port), env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self._log, cwd=log_path.parent)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.base_url}/mcp"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_healthy(self, timeout: float = 120) -> dict[str, Any]:
+        return wait_for_health(self.base_url, self.proc, timeout, self.log)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM and wait: the clean shutdown (final snapshot save). Returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"server still running {timeout}s after SIGTERM:\n{self.log()[-3000:]}") from None
+
+    def stop(self) -> None:
+        self.kill()
+        self._log.close()
+
+    def __enter__(self) -> HttpServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for_health(base_url: str, proc: subprocess.Popen[Any] | None = None, timeout: float = 120,
+                    log: Callable[[], str] = lambda: "") -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{log()[-3000:]}")
+        try:
+            response = httpx2.get(f"{base_url}/health", timeout=2)
+            if response.status_code == 200:
+                return response.json()
+        except httpx2.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no answer from {base_url}/health within {timeout}s:\n{log()[-3000:]}")
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process, in KiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# -- clients and tool calls -------------------------------------------------------------------------------------
+
+def http_client(url: str, token: str | None = None, mode: str = "auto",
+                read_timeout: float = CALL_TIMEOUT) -> Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    transport = streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=read_timeout))
+    return Client(transport, mode=mode, read_timeout_seconds=read_timeout)  # type: ignore[arg-type]
+
+
+class ToolFailed(Exception):
+    """A tool call answered with is_error (the message is the tool's)."""
+
+
+async def call(client: Client, tool: str, args: dict[str, Any], timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+    """A tool call that must succeed within `timeout`; raises ToolFailed on an error result, TimeoutError on a hang."""
+    with anyio.fail_after(timeout):
+        result = await client.call_tool(tool, args)
+    if result.is_error:
+        raise ToolFailed(" ".join(getattr(c, "text", "") for c in result.content) or "(no message)")
+    assert result.structured_content is not None, result
+    return result.structured_content
+
+
+def unique_text(prefix: str, i: int) -> str:
+    """A memory text no other text in a trial shares a word with, beyond the prefix (exact top-1 retrieval)."""
+    return f"{prefix} memory {i} marker {uuid.uuid4().hex[:16]}"
+
+
+@dataclass
+class Ledger:
+    """What the clients were told: every acknowledged store (id -> text), errors, per-tool latencies."""
+
+    acked: dict[int, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+
+    def timed(self, tool: str, seconds: float) -> None:
+        self.latencies.setdefault(tool, []).append(seconds)
+
+    @property
+    def requests(self) -> int:
+        return sum(len(v) for v in self.latencies.values())
+
+
+async def store_acked(client: Client, ledger: Ledger, text: str, **extra: Any) -> int:
+    """Store `text`; record it as acknowledged only once the tool result with its id is in hand."""
+    started = time.perf_counter()
+    result = await call(client, "store_memory", {"text": text, **extra})
+    ledger.timed("store_memory", time.perf_counter() - started)
+    memory_id = int(result["id"])
+    ledger.acked[memory_id] = text
+    return memory_id
+
+
+async def retrieve_ids(client: Client, ledger: Ledger, query: str, k: int = 3) -> list[int]:
+    started = time.perf_counter()
+    result = await call(client, "retrieve_memory", {"query": query, "k": k})
+    ledger.timed("retrieve_memory", time.perf_counter() - started)
+    return [int(hit["id"]) for hit in result["results"]]
+
+
+@dataclass
+class Visibility:
+    checked: int = 0
+    missing_get: list[int] = field(default_factory=list)  # get_memory failed or returned other text
+    missing_retrieve: list[int] = field(default_factory=list)  # not among the top 3 for its own text
+    memories: int = -1  # memory_stats
+    vectors: int = -1
+
+    @property
+    def lost(self) -> int:
+        return len(set(self.missing_get) | set(self.missing_retrieve))
+
+
+async def verify(client: Client, acked: dict[int, str], concurrency: int = 4) -> Visibility:
+    """Every acknowledged memory through MCP: get_memory returns its text, retrieve_memory finds it by its text."""
+    seen = Visibility()
+    items = sorted(acked.items())
+
+    async def check(chunk: Sequence[tuple[int, str]]) -> None:
+        for memory_id, text in chunk:
+            seen.checked += 1
+            try:
+                if (await call(client, "get_memory", {"id": memory_id}))["text"] != text:
+                    seen.missing_get.append(memory_id)
+            except ToolFailed:
+                seen.missing_get.append(memory_id)
+            found = await call(client, "retrieve_memory", {"query": text, "k": 3})
+            if memory_id not in [hit["id"] for hit in found["results"]]:
+                seen.missing_retrieve.append(memory_id)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(concurrency):
+            tg.start_soon(check, items[n::concurrency])
+    stats = await call(client, "memory_stats", {})
+    seen.memories, seen.vectors = stats["memories"], stats["index"]["vectors"]
+    return seen
+
+
+# -- the crash workload --------------------------------------------------------------------------------------------
+
+async def store_until_killed(url: str, ledger: Ledger, prefix: str, kill: Callable[[], None], delay: float
+                             ) -> int:
+    """Store memories over streamable HTTP in a loop; `delay` seconds after the first acknowledgement, call
+    `kill` (SIGKILL the server). Returns how many stores were acknowledged. A store whose answer never came
+    is not acknowledged, whatever happened to it on the server."""
+    first_ack, writer_done = anyio.Event(), anyio.Event()
+    before = len(ledger.acked)
+
+    async def writer() -> None:
+        try:
+            async with http_client(url, read_timeout=10) as client:
+                for i in range(1_000_000):
+                    await store_acked(client, ledger, unique_text(prefix, i))
+                    first_ack.set()
+        except Exception:  # the server died mid-call: expected, the loop ends here
+            pass
+        finally:
+            first_ack.set()
+            writer_done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer)
+        with anyio.fail_after(60):
+            await first_ack.wait()
+        await anyio.sleep(delay)
+        kill()
+        with anyio.move_on_after(15):  # the in-flight call fails on its own once the socket closes
+            await writer_done.wait()
+        tg.cancel_scope.cancel()
+    return len(ledger.acked) - before
+
+
+# -- output ------------------------------------------------------------------------------------------------------
+
+def pct(samples: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest rank."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(min(rank, len(ordered))) - 1]
+
+
+def ms(seconds: float) -> str:
+    value = seconds * 1000
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def header(title: str) -> None:
+    """The title and the command that reproduces the tables below it."""
+    script = os.path.relpath(sys.argv[0], ROOT) if os.path.isabs(sys.argv[0]) else sys.argv[0]
+    print(f"## {title}\n")
+    print(f"Command: `{shlex.join(['python', script, *sys.argv[1:]])}`  ")
+    print(f"Run at {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {os.cpu_count()} cores, "
+          f"Python {sys.version.split()[0]}\n", flush=True)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def progress(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=1, default=str))
+
+
+# -- the concurrency workload ---------------------------------------------------------------------------------------
+
+async def mixed_client(client: Client, name: str, ledger: Ledger, shared: dict[int, str], ops: int,
+                       rng_seed: int) -> None:
+    """`ops` rounds of: store a memory, find it at once by its text (read-your-writes), and read back one memory
+    some other client was already told was stored (cross-process visibility). Every failure is recorded in
+    `ledger.errors`; nothing is raised."""
+    import random
+
+    rng = random.Random(rng_seed)
+    for i in range(ops):
+        try:
+            text = unique_text(name, i)
+            memory_id = await store_acked(client, ledger, text)
+            shared[memory_id] = text
+            if memory_id not in await retrieve_ids(client, ledger, text):
+                ledger.errors.append(f"{name}: memory {memory_id} not found right after its store")
+            others = [m for m in list(shared) if m not in ledger.acked]
+            if others:
+                other = rng.choice(others)
+                started = time.perf_counter()
+                found = await call(client, "get_memory", {"id": other})
+                ledger.timed("get_memory", time.perf_counter() - started)
+                if found["text"] != shared[other]:
+                    ledger.errors.append(f"{name}: memory {other} has other text")
+                if other not in await retrieve_ids(client, ledger, shared[other]):
+                    ledger.errors.append(f"{name}: memory {other}, acknowledged to another client, not found")
+        except Exception as exc:  # a failed or hung call is an error of the run, not of this script
+            ledger.errors.append(f"{name}: {type(exc).__name__}: {exc}"[:300])
+
+
+def run_script(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a trial script in its own process group; on timeout the whole group (its servers too) is killed."""
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{argv} still running after {timeout}s:\n{out}\n{err[-3000:]}") from None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
