@@ -322,8 +322,12 @@ class MemoryService:
             with self._lock:
                 if self._unsaved_changes == 0 and not force:
                     return False
-                data = self.index.serialize()
+                # Clone under the lock (fast), serialize outside it: at 1M vectors serializing took 7 s, and
+                # every store and search waited for it.
+                copy = self.index.clone()
                 count, seq, pending = self.index.ntotal, self._applied_seq, self._unsaved_changes
+            data = copy.serialize()
+            del copy
             try:
                 manifest = self.snapshots.save(data, count, self.embedder.dimension, self.model, seq,
                                                self.db.database_id)
@@ -349,7 +353,10 @@ class MemoryService:
             with self._lock:
                 pending = self._unsaved_changes
                 quiet = time.monotonic() - self._last_change
-            if pending and (pending >= self.settings.snapshot_every or quiet >= self.settings.snapshot_quiet_seconds):
+            # A save rewrites the whole snapshot: on a large index, save after proportionally more changes
+            # (replaying them from the change log at start-up stays cheap).
+            every = max(self.settings.snapshot_every, self.index.ntotal // 100)
+            if pending and (pending >= every or quiet >= self.settings.snapshot_quiet_seconds):
                 try:
                     self.save_snapshot(raise_errors=False)
                 except Exception:  # the saver must never die; the error is logged

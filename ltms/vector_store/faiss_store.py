@@ -83,11 +83,17 @@ class FaissIndex:
     def serialize(self) -> np.ndarray:
         return faiss.serialize_index(self._index)
 
+    def clone(self) -> FaissIndex:
+        """An independent copy: a snapshot can be written from it while this index keeps changing."""
+        return FaissIndex(self.dimension, faiss.clone_index(self._index))
+
     @classmethod
-    def deserialize(cls, data: np.ndarray, dimension: int) -> FaissIndex:
-        # deserialize_index already returns the concrete class; downcasting again would let the
-        # owning wrapper be garbage-collected and leave a dangling index.
-        index = faiss.deserialize_index(data)
+    def read(cls, path: Path, dimension: int) -> FaissIndex:
+        """Read an index file straight into memory (one copy, no intermediate buffer)."""
+        try:
+            index = faiss.read_index(str(path))  # returns the concrete class; no downcast needed
+        except RuntimeError as exc:
+            raise SnapshotInvalid(f"faiss cannot read it: {exc}") from exc
         if not isinstance(index, faiss.IndexIDMap):
             raise SnapshotInvalid(f"unexpected index type {type(index).__name__}")
         if index.d != dimension:
@@ -185,28 +191,25 @@ class SnapshotStore:
                 raise SnapshotInvalid("the index file has no manifest beside it")
             _check_fits(manifest, dimension, model, database_id)
             try:
-                data = np.fromfile(self.index_path, dtype=np.uint8)
+                size, digest = _file_digest(self.index_path)
             except OSError as exc:
                 raise SnapshotInvalid(f"cannot read {self.index_path}: {exc}") from exc
-        digest = hashlib.sha256(memoryview(data)).hexdigest()
-        if (len(data), digest) != (manifest.size, manifest.sha256) and manifest.pending:
-            try:
-                written = Manifest.from_dict(manifest.pending)
-            except (TypeError, ValueError, AttributeError) as exc:
-                raise SnapshotInvalid(f"unreadable pending entry in {self.manifest_path}: {exc}") from exc
-            if (len(data), digest) == (written.size, written.sha256):
-                log.info("index snapshot %s: the last save stopped after writing the index, before its manifest; "
-                         "the index it wrote is complete and is used", self.index_path)
-                _check_fits(written, dimension, model, database_id)
-                manifest = written
-        if len(data) != manifest.size:
-            raise SnapshotInvalid(f"size {len(data)} bytes, manifest says {manifest.size} (truncated?)")
-        if digest != manifest.sha256:
-            raise SnapshotInvalid("checksum mismatch: the index file is corrupt")
-        try:
-            index = FaissIndex.deserialize(data, dimension)
-        except RuntimeError as exc:
-            raise SnapshotInvalid(f"faiss cannot read it: {exc}") from exc
+            if (size, digest) != (manifest.size, manifest.sha256) and manifest.pending:
+                try:
+                    written = Manifest.from_dict(manifest.pending)
+                except (TypeError, ValueError, AttributeError) as exc:
+                    raise SnapshotInvalid(f"unreadable pending entry in {self.manifest_path}: {exc}") from exc
+                if (size, digest) == (written.size, written.sha256):
+                    log.info("index snapshot %s: the last save stopped after writing the index, before its "
+                             "manifest; the index it wrote is complete and is used", self.index_path)
+                    _check_fits(written, dimension, model, database_id)
+                    manifest = written
+            if size != manifest.size:
+                raise SnapshotInvalid(f"size {size} bytes, manifest says {manifest.size} (truncated?)")
+            if digest != manifest.sha256:
+                raise SnapshotInvalid("checksum mismatch: the index file is corrupt")
+            # Only bytes that passed the checksum reach faiss, which may abort rather than raise on some damage.
+            index = FaissIndex.read(self.index_path, dimension)
         if index.ntotal != manifest.count:
             raise SnapshotInvalid(f"{index.ntotal} vectors, manifest says {manifest.count}")
         return index, manifest
@@ -241,6 +244,13 @@ class SnapshotStore:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    """(size, SHA-256) of a file, read in chunks: never a second whole copy in memory."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return os.fstat(handle.fileno()).st_size, digest
 
 
 def _check_fits(manifest: Manifest, dimension: int, model: str, database_id: str) -> None:
