@@ -28,11 +28,6 @@ HTTP_CLIENTS = 8
 OPS = 15  # per client: a store, a retrieve of it, a get and a retrieve of another client's memory
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_stdio_and_http_servers_on_one_directory_with_concurrent_clients(
         start_server: StartServer, data_dir: Path) -> None:
     # Frequent snapshot saves from both processes: they must take turns on the snapshot file.

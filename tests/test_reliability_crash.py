@@ -31,11 +31,6 @@ StartServer = Callable[..., ServerProcess]
 CRASH_ENV = {"LTMC_SNAPSHOT_EVERY": "20", "LTMC_SNAPSHOT_QUIET_SECONDS": "0.1"}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_sigkill_of_an_http_server_mid_stores_loses_no_acknowledged_memory(
         start_server: StartServer, data_dir: Path) -> None:
     env = child_env(data_dir, **CRASH_ENV)

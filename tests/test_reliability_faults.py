@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
@@ -27,26 +26,6 @@ from reliability_kit import Ledger, ToolFailed, call, http_client, store_acked, 
 pytestmark = pytest.mark.anyio
 StartServer = Callable[..., ServerProcess]
 QUICK_SAVES = {"LTMC_SNAPSHOT_QUIET_SECONDS": "0.1"}
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 2 MiB tmpfs mounted for the test (needs root), as in test_faults.py."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=700", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def health(server: ServerProcess) -> dict:

@@ -23,11 +23,6 @@ ALL_TOOLS = {"store_memory", "retrieve_memory", "get_memory", "list_memories", "
 READING_TOOLS = {"retrieve_memory", "get_memory", "list_memories", "memory_stats"}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def make_settings(data_dir: Path, **env: str) -> Settings:
     return Settings.load(env={"LTMC_DATA_DIR": str(data_dir), "LTMC_EMBEDDER": "hash", **env})
 

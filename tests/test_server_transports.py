@@ -30,11 +30,6 @@ JSON_POST = {"content-type": "application/json", "accept": "application/json, te
 StartServer = Callable[..., ServerProcess]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def stdio_params(data_dir: Path, *args: str, **env: str) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=["-m", "ltms", "serve", *args],
                                  env=child_env(data_dir, **env))
