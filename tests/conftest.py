@@ -1,5 +1,5 @@
-"""Fixtures shared by the test suite: a temporary data directory, and server processes that are always stopped
-at teardown. The helpers behind them live in test_server_support.py."""
+"""Fixtures shared by the test suite: a temporary data directory, server processes that are always stopped at
+teardown (helpers in test_server_support.py), a small real tmpfs for disk-full trials, and the anyio backend."""
 
 from __future__ import annotations
 
