@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -28,8 +27,15 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "bench"):  # the checkout, and bench/common.py's table helpers
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+# Re-exported: the reliability scripts print their tables with the same helpers as the other benchmarks.
+from common import header as header  # noqa: E402
+from common import ms as ms  # noqa: E402
+from common import pct as pct  # noqa: E402
+from common import table as table  # noqa: E402
 
 CALL_TIMEOUT = 30.0  # seconds one tool call may take before it counts as an error (a hang)
 
@@ -276,35 +282,6 @@ async def store_until_killed(url: str, ledger: Ledger, prefix: str, kill: Callab
 
 
 # -- output ------------------------------------------------------------------------------------------------------
-
-def pct(samples: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), nearest rank."""
-    ordered = sorted(samples)
-    if not ordered:
-        return float("nan")
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(min(rank, len(ordered))) - 1]
-
-
-def ms(seconds: float) -> str:
-    value = seconds * 1000
-    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
-
-
-def header(title: str) -> None:
-    """The title and the command that reproduces the tables below it."""
-    script = os.path.relpath(sys.argv[0], ROOT) if os.path.isabs(sys.argv[0]) else sys.argv[0]
-    print(f"## {title}\n")
-    print(f"Command: `{shlex.join(['python', script, *sys.argv[1:]])}`  ")
-    print(f"Run at {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {os.cpu_count()} cores, "
-          f"Python {sys.version.split()[0]}\n", flush=True)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
 
 def progress(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
