@@ -98,27 +98,17 @@ def item_limit(settings: Settings, count: int) -> int:
 
 def view(memory: Memory, limit: int | None = None) -> dict[str, Any]:
     """A memory as a response item; with `limit`, long text and large metadata are cut short."""
-    text, truncated = memory.text, False
-    metadata, metadata_truncated = dict(memory.metadata), False
+    item = memory.to_dict()
+    del item["content_hash"]
+    item.update(truncated=False, text_chars=len(memory.text), metadata_truncated=False)
     if limit is not None:
-        if len(text) > limit:
-            text = (f"{text[:limit]}… [truncated: {limit} of {len(memory.text)} characters shown; "
-                    f"call get_memory with id {memory.id} for the whole text]")
-            truncated = True
-        if len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))) > limit:
-            metadata, metadata_truncated = {}, True
-    return {
-        "id": memory.id,
-        "text": text,
-        "truncated": truncated,
-        "text_chars": len(memory.text),
-        "namespace": memory.namespace,
-        "tags": list(memory.tags),
-        "metadata": metadata,
-        "metadata_truncated": metadata_truncated,
-        "created_at": iso_utc(memory.created_at),
-        "updated_at": iso_utc(memory.updated_at),
-    }
+        if len(memory.text) > limit:
+            item["text"] = (f"{memory.text[:limit]}… [truncated: {limit} of {len(memory.text)} characters shown; "
+                            f"call get_memory with id {memory.id} for the whole text]")
+            item["truncated"] = True
+        if len(json.dumps(memory.metadata, ensure_ascii=False, separators=(",", ":"))) > limit:
+            item.update(metadata={}, metadata_truncated=True)
+    return item
 
 
 def call(tool: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
