@@ -6,6 +6,7 @@ Errors are one clear line on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -85,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ltmc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ltmc doctor --json | head`): stop quietly, and keep Python's exit-time flush of
+        # stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -252,3 +252,16 @@ def test_import_shows_progress_per_chunk() -> None:
     bar.close()
     assert vectors.shape == (601, 384) and wrapped.name == "hash-384-v1"
     assert "256/601" in terminal.getvalue() and "601/601" in terminal.getvalue()
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    build_store(tmp_path / "data")
+    env = hash_env(tmp_path / "data")
+    proc = subprocess.Popen([sys.executable, "-m", "ltms", "doctor", "--json"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()  # like `| head -c 10`
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in stderr, stderr
