@@ -236,3 +236,19 @@ def test_data_dir_flag_before_or_after_the_command(tmp_path: Path) -> None:
         settings = {s["name"]: s for s in json.loads(result.stdout)["settings"]}
         assert settings["data_dir"]["value"] == str(flagged), argv
         assert settings["data_dir"]["source"] == "argument --data-dir"
+
+
+def test_a_snapshot_from_another_data_directory_is_a_problem_and_fixed(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for data in (ours, theirs):
+        with MemoryService(hash_settings(data)) as service:
+            service.store("the same text in both directories")
+    for name in ("faiss_index", "faiss_index.manifest.json"):
+        shutil.copyfile(theirs / name, ours / name)
+    status, report = doctor_json(ours, tmp_path)
+    assert status == 1
+    assert [p["code"] for p in report["problems"]] == ["snapshot_corrupt"]
+    assert "another database" in report["problems"][0]["message"]
+    status, _ = doctor_json(ours, tmp_path, "--fix")
+    assert status == 0
+    assert doctor_json(ours, tmp_path)[0] == 0

@@ -165,7 +165,7 @@ def diagnose(settings: Settings, scan_dirs: Sequence[Path] | None = None) -> Rep
         expected = db.model() if db.has_memories() and db.model() != configured else configured
         # The snapshot is loaded before the database is read: the database only moves forward, so a snapshot
         # that a running server saves meanwhile can never look ahead of it.
-        snapshot = _Snapshot.load(paths, expected)
+        snapshot = _Snapshot.load(paths, expected, db.meta.get("database_id", ""))
         add(*_check_database(db, configured, snapshot))
         add(*_check_snapshot(paths, snapshot, db))
     finally:
@@ -326,7 +326,7 @@ class _Snapshot:
     ids: set[int] | None = None
 
     @classmethod
-    def load(cls, paths: ResolvedPaths, expected: tuple[str, int] | None) -> _Snapshot:
+    def load(cls, paths: ResolvedPaths, expected: tuple[str, int] | None, database_id: str = "") -> _Snapshot:
         store = ReadOnlySnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path)
         try:
             manifest = store.read_manifest()
@@ -336,7 +336,7 @@ class _Snapshot:
             expected = (manifest.model, manifest.dimension)
         try:
             name, dimension = expected or ("", 0)
-            index, manifest = store.load(dimension, name)
+            index, manifest = store.load(dimension, name, database_id)  # a foreign snapshot is invalid here too
         except SnapshotMissing:
             return cls("missing")
         except SnapshotInvalid as exc:
