@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -83,7 +84,7 @@ class Database:
                                          check_same_thread=False)
             self._identity = self._file_identity()
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._enable_wal()
             if mode.lower() != "wal":
                 raise StorageError("enable WAL mode on", path, f"journal_mode stayed {mode!r}")
             self._conn.execute("PRAGMA synchronous = FULL")
@@ -91,6 +92,18 @@ class Database:
             self._migrate()
         except sqlite3.Error as exc:
             raise StorageError("open database", path, exc) from exc
+
+    def _enable_wal(self) -> str:
+        """Switch to WAL. Two processes opening a new database at once can make this fail at once with
+        "database is locked": the busy timeout does not cover it, so retry within the same bound."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def close(self) -> None:
         with self._lock:
