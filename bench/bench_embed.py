@@ -60,7 +60,7 @@ def worker(kind: str, single: int, batched: int, batch: int) -> None:
     many = texts(batched, 2)
     t = time.perf_counter()
     for start in range(0, len(many), batch):
-        embedder.embed(many[start:start + batch])
+        embedder.embed(many[start : start + batch])
     rate = len(many) / (time.perf_counter() - t)
     print(json.dumps({"cold": cold, "one": one, "rate": rate}))
 
@@ -90,9 +90,13 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, extra in settings:
                 env = {**os.environ, **extra}
-                out = subprocess.run([sys.executable, __file__, "--worker", kind, str(args.single),
-                                      str(args.batched), str(args.batch)], capture_output=True, text=True, env=env,
-                                     check=True)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--worker", kind, str(args.single), str(args.batched), str(args.batch)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=True,
+                )
                 results.setdefault((kind, name), []).append(json.loads(out.stdout.strip().splitlines()[-1]))
     rows = []
     for (kind, name), runs in results.items():
@@ -100,14 +104,27 @@ def main() -> None:
         rate = sorted(r["rate"] for r in runs)[len(runs) // 2]
         cold = sorted(r["cold"] for r in runs)[len(runs) // 2]
         label = "all-MiniLM-L6-v2 (default)" if kind == "minilm" else "hash (tests only)"
-        rows.append([label, name, f"{cold:.2f}", ms(p50(one)), ms(pct(one, 99)), f"{1 / p50(one):.0f}",
-                     f"{rate:.0f}"])
-    emit(table(["embedder", "BLAS threads", "cold load + first text s", "batch 1 p50 ms", "batch 1 p99 ms",
-                "batch 1 texts/s", f"batch {args.batch} texts/s"], rows))
+        rows.append([label, name, f"{cold:.2f}", ms(p50(one)), ms(pct(one, 99)), f"{1 / p50(one):.0f}", f"{rate:.0f}"])
+    emit(
+        table(
+            [
+                "embedder",
+                "BLAS threads",
+                "cold load + first text s",
+                "batch 1 p50 ms",
+                "batch 1 p99 ms",
+                "batch 1 texts/s",
+                f"batch {args.batch} texts/s",
+            ],
+            rows,
+        )
+    )
     emit()
-    emit(f"{args.single} texts one at a time, {args.batched} texts in batches of {args.batch} (8-60 words each), "
-         f"{args.rounds} alternating fresh process(es) per setting; cold load = process-local import, weight load "
-         "and the first text.")
+    emit(
+        f"{args.single} texts one at a time, {args.batched} texts in batches of {args.batch} (8-60 words each), "
+        f"{args.rounds} alternating fresh process(es) per setting; cold load = process-local import, weight load "
+        "and the first text."
+    )
     emit()
 
 

@@ -83,6 +83,7 @@ def timed_both(search, queries) -> tuple[list[float], list[float]]:
 
 # -- exact search and index operations ----------------------------------------------------------------------
 
+
 def exact_section(sizes: list[int], queries_per_size: dict[int, int]) -> dict[int, dict]:
     from ltms.vector_store.faiss_store import FaissIndex
 
@@ -116,6 +117,7 @@ def exact_section(sizes: list[int], queries_per_size: dict[int, int]) -> dict[in
 
 # -- service retrieve ---------------------------------------------------------------------------------------
 
+
 def service_section(sizes: list[int], queries: int) -> dict[int, dict]:
     from ltms.service import MemoryService
 
@@ -132,16 +134,24 @@ def service_section(sizes: list[int], queries: int) -> dict[int, dict]:
             query = "what failed in the deploy last week"
             lat, lat1 = timed_both(lambda q, sv=service, text=query: sv.retrieve(text, k=K), range(queries))
             nq = max(5, queries // 5)
-            filt, filt1 = timed_both(lambda q, sv=service, text=query: sv.retrieve(text, k=K, namespace="default"),
-                                     range(nq))
+            filt, filt1 = timed_both(
+                lambda q, sv=service, text=query: sv.retrieve(text, k=K, namespace="default"), range(nq)
+            )
         finally:
             service.close()
-        out[n] = {"lat": lat, "lat1": lat1, "filtered": filt, "filtered1": filt1, "open_s": open_s,
-                  "state": service.index_state}
+        out[n] = {
+            "lat": lat,
+            "lat1": lat1,
+            "filtered": filt,
+            "filtered1": filt1,
+            "open_s": open_s,
+            "state": service.index_state,
+        }
     return out
 
 
 # -- approximate indexes ------------------------------------------------------------------------------------
+
 
 def clustered(n: int, seed: int, clusters: int) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors in `clusters` groups (same-cluster cosine about 0.5) and 200 queries, each a noisy copy of a
@@ -153,7 +163,7 @@ def clustered(n: int, seed: int, clusters: int) -> tuple[np.ndarray, np.ndarray]
         m = min(100_000, n - start)
         block = centres[rng.integers(0, clusters, m)] + rng.standard_normal((m, DIM), dtype=np.float32) / np.sqrt(DIM)
         block /= np.linalg.norm(block, axis=1, keepdims=True)
-        x[start:start + m] = block
+        x[start : start + m] = block
     picks = rng.integers(0, n, 200)
     q = x[picks] + 0.5 * rng.standard_normal((200, DIM), dtype=np.float32) / np.sqrt(DIM)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -165,8 +175,9 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / truth.size
 
 
-def approx_one(name: str, index, x: np.ndarray, q: np.ndarray, truth: np.ndarray, knobs: list[tuple[str, object]],
-               train: bool) -> list[list[object]]:
+def approx_one(
+    name: str, index, x: np.ndarray, q: np.ndarray, truth: np.ndarray, knobs: list[tuple[str, object]], train: bool
+) -> list[list[object]]:
     t = time.perf_counter()
     if train:
         sample = x[np.random.default_rng(0).choice(len(x), min(len(x), 40 * index.nlist), replace=False)]
@@ -196,14 +207,25 @@ def approx_section(hnsw_sizes: list[int], ivf_sizes: list[int], datasets: list[s
             flat.add(x)
             truth = flat.search(q, K)[1]
             exact_lat = timed_queries(lambda qi, ix=flat: ix.search(qi.reshape(1, DIM), K), q[:50])
-            rows.append([f"{dataset} {human(n)}", "exact (IndexFlatIP)", "-", "-", ms(p50(exact_lat)),
-                         ms(pct(exact_lat, 99)), "1.000"])
+            rows.append(
+                [
+                    f"{dataset} {human(n)}",
+                    "exact (IndexFlatIP)",
+                    "-",
+                    "-",
+                    ms(p50(exact_lat)),
+                    ms(pct(exact_lat, 99)),
+                    "1.000",
+                ]
+            )
             del flat
             if n in hnsw_sizes:
                 index = faiss.IndexHNSWFlat(DIM, 16, faiss.METRIC_INNER_PRODUCT)
                 index.hnsw.efConstruction = 40
-                knobs = [(f"efSearch={ef}", (lambda e: lambda ix: setattr(ix.hnsw, "efSearch", e))(ef))
-                         for ef in (32, 128, 512)]
+                knobs = [
+                    (f"efSearch={ef}", (lambda e: lambda ix: setattr(ix.hnsw, "efSearch", e))(ef))
+                    for ef in (32, 128, 512)
+                ]
                 for r in approx_one("HNSW M=16 efC=40", index, x, q, truth, knobs, train=False):
                     rows.append([f"{dataset} {human(n)}", *r])
                 del index
@@ -221,6 +243,7 @@ def approx_section(hnsw_sizes: list[int], ivf_sizes: list[int], datasets: list[s
 
 
 # -- snapshots ----------------------------------------------------------------------------------------------
+
 
 def load_probe(data_dir: str, mode: str) -> None:
     """Run in a fresh process: load the snapshot of `data_dir` one way, print timings and RSS as JSON."""
@@ -286,6 +309,7 @@ def proposed_save(index, path: Path) -> tuple[float, float]:
     digest = hashlib.sha256()
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
+
         def write(chunk: bytes) -> None:
             digest.update(chunk)
             handle.write(chunk)
@@ -305,11 +329,18 @@ def proposed_save(index, path: Path) -> tuple[float, float]:
 
 
 def probe(data_dir: Path, mode: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]),
+    }
     # Baseline RSS of a process that imported the same modules, so the index's share can be told apart.
-    out = subprocess.run([sys.executable, __file__, "--load-probe", str(data_dir), mode], capture_output=True,
-                         text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--load-probe", str(data_dir), mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -345,24 +376,49 @@ def snapshot_section(sizes: list[int], reps: dict[int, int], work: Path) -> tupl
             streams.append(total)
         del index
         shutil.rmtree(target, ignore_errors=True)
-        save_rows.append([human(n), f"{size / 1e6:.0f}", "ltms: serialize under the lock, then SnapshotStore.save",
-                          secs(p50(ser)), secs(p50(ser) + p50(saves))])
-        save_rows.append([human(n), f"{size / 1e6:.0f}", "proposed: clone_index under the lock, then stream "
-                          "write_index + SHA-256 + fsync + rename", secs(p50(clones)), secs(p50(streams))])
+        save_rows.append(
+            [
+                human(n),
+                f"{size / 1e6:.0f}",
+                "ltms: serialize under the lock, then SnapshotStore.save",
+                secs(p50(ser)),
+                secs(p50(ser) + p50(saves)),
+            ]
+        )
+        save_rows.append(
+            [
+                human(n),
+                f"{size / 1e6:.0f}",
+                "proposed: clone_index under the lock, then stream write_index + SHA-256 + fsync + rename",
+                secs(p50(clones)),
+                secs(p50(streams)),
+            ]
+        )
         # load, each in a fresh process
         runs = {mode: [probe(data_dir, mode) for _ in range(reps[n])] for mode in ("ltms", "proposed")}
         parts = probe(data_dir, "parts")
-        for mode, label in (("ltms", "ltms SnapshotStore.load"),
-                            ("proposed", "proposed: faiss.read_index + SHA-256 on a 2nd thread")):
+        for mode, label in (
+            ("ltms", "ltms SnapshotStore.load"),
+            ("proposed", "proposed: faiss.read_index + SHA-256 on a 2nd thread"),
+        ):
             rs = runs[mode]
-            load_rows.append([human(n), label, secs(p50([r["total"] for r in rs])),
-                              mib(max(r["rss"] for r in rs)), mib(max(r["hwm"] for r in rs))])
-        part_rows.append([human(n), secs(parts["read"]), secs(parts["sha256"]), secs(parts["deserialize"]),
-                          secs(parts["total"])])
+            load_rows.append(
+                [
+                    human(n),
+                    label,
+                    secs(p50([r["total"] for r in rs])),
+                    mib(max(r["rss"] for r in rs)),
+                    mib(max(r["hwm"] for r in rs)),
+                ]
+            )
+        part_rows.append(
+            [human(n), secs(parts["read"]), secs(parts["sha256"]), secs(parts["deserialize"]), secs(parts["total"])]
+        )
     return save_rows, load_rows, part_rows
 
 
 # -- main ---------------------------------------------------------------------------------------------------
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -399,60 +455,107 @@ def main() -> None:
     for n in sizes:
         e, s = exact[n], service[n]
         for threads, suffix in ((DEFAULT_THREADS, ""), (1, "1")):
-            rows.append([human(n), f"{threads}" + (" (default)" if threads == DEFAULT_THREADS else ""),
-                         len(e["lat" + suffix]), ms(p50(e["lat" + suffix])), ms(pct(e["lat" + suffix], 99)),
-                         ms(p50(s["lat" + suffix])), ms(pct(s["lat" + suffix], 99)),
-                         ms(p50(s["filtered" + suffix])), ms(pct(s["filtered" + suffix], 99))])
-    emit(table(["vectors", "faiss threads", "queries", "index exact p50 ms", "index exact p99 ms",
-                "service retrieve p50 ms", "service retrieve p99 ms", "service + namespace filter p50 ms",
-                "... p99 ms"], rows))
+            rows.append(
+                [
+                    human(n),
+                    f"{threads}" + (" (default)" if threads == DEFAULT_THREADS else ""),
+                    len(e["lat" + suffix]),
+                    ms(p50(e["lat" + suffix])),
+                    ms(pct(e["lat" + suffix], 99)),
+                    ms(p50(s["lat" + suffix])),
+                    ms(pct(s["lat" + suffix], 99)),
+                    ms(p50(s["filtered" + suffix])),
+                    ms(pct(s["filtered" + suffix], 99)),
+                ]
+            )
+    emit(
+        table(
+            [
+                "vectors",
+                "faiss threads",
+                "queries",
+                "index exact p50 ms",
+                "index exact p99 ms",
+                "service retrieve p50 ms",
+                "service retrieve p99 ms",
+                "service + namespace filter p50 ms",
+                "... p99 ms",
+            ],
+            rows,
+        )
+    )
     emit()
-    emit(f"faiss threads: each query ran once with faiss's default OpenMP threads ({DEFAULT_THREADS}, all cores) and "
-         "once with `faiss.omp_set_num_threads(1)`, alternating, so both rows saw the same machine noise.")
+    emit(
+        f"faiss threads: each query ran once with faiss's default OpenMP threads ({DEFAULT_THREADS}, all cores) and "
+        "once with `faiss.omp_set_num_threads(1)`, alternating, so both rows saw the same machine noise."
+    )
     emit()
-    emit("Index exact = `FaissIndex.search` (IndexIDMap(IndexFlatIP)) over random unit vectors. Service retrieve = "
-         "`MemoryService.retrieve(query, k=10)` on a populated data directory, query vector precomputed (embedding "
-         "excluded: add bench_embed.py's batch-1 time). The filtered column passes `namespace='default'`, which "
-         "every memory matches: the filter's SQL query and id selector dominate.")
+    emit(
+        "Index exact = `FaissIndex.search` (IndexIDMap(IndexFlatIP)) over random unit vectors. Service retrieve = "
+        "`MemoryService.retrieve(query, k=10)` on a populated data directory, query vector precomputed (embedding "
+        "excluded: add bench_embed.py's batch-1 time). The filtered column passes `namespace='default'`, which "
+        "every memory matches: the filter's SQL query and id selector dominate."
+    )
     emit()
     emit("### Index operations\n")
-    rows = [[human(n), secs(exact[n]["add_all"]), ms(p50(exact[n]["add1"])), ms(p50(exact[n]["remove1"]))]
-            for n in sizes]
+    rows = [
+        [human(n), secs(exact[n]["add_all"]), ms(p50(exact[n]["add1"])), ms(p50(exact[n]["remove1"]))] for n in sizes
+    ]
     emit(table(["vectors", "add all (build) s", "add 1 vector ms", "remove 1 present id ms (update/delete)"], rows))
     emit()
     if 100_000 in sizes:
         v = p50(service[100_000]["lat"]) * 1000
         v1 = p50(service[100_000]["lat1"]) * 1000
-        emit(table(["goal", "measured", "status"],
-                   [["exact retrieve over 100k < 20 ms p50 (service, embedding excluded), faiss default threads",
-                     f"{v:.1f} ms", "met" if v < 20 else "MISSED"],
-                    ["... with faiss.omp_set_num_threads(1)", f"{v1:.1f} ms", "met" if v1 < 20 else "MISSED"]]))
+        emit(
+            table(
+                ["goal", "measured", "status"],
+                [
+                    [
+                        "exact retrieve over 100k < 20 ms p50 (service, embedding excluded), faiss default threads",
+                        f"{v:.1f} ms",
+                        "met" if v < 20 else "MISSED",
+                    ],
+                    ["... with faiss.omp_set_num_threads(1)", f"{v1:.1f} ms", "met" if v1 < 20 else "MISSED"],
+                ],
+            )
+        )
         emit()
 
     if snap_sizes:
-        save_rows, load_rows, part_rows = snapshot_section(snap_sizes, {n: 3 if n < 1_000_000 else 2
-                                                                        for n in snap_sizes}, work)
+        save_rows, load_rows, part_rows = snapshot_section(
+            snap_sizes, {n: 3 if n < 1_000_000 else 2 for n in snap_sizes}, work
+        )
         emit("### Snapshot save and load\n")
-        emit(table(["vectors", "file MB", "save", "service lock held s (stores and retrieves wait)", "total s"],
-                   save_rows))
+        emit(
+            table(
+                ["vectors", "file MB", "save", "service lock held s (stores and retrieves wait)", "total s"], save_rows
+            )
+        )
         emit()
         emit(table(["vectors", "load", "time s", "RSS after MiB", "peak RSS MiB"], load_rows))
         emit()
-        emit("Each load runs in a fresh process (numpy + faiss + ltms imported: about 60 MiB before the index). "
-             "Breakdown of `SnapshotStore.load`:\n")
+        emit(
+            "Each load runs in a fresh process (numpy + faiss + ltms imported: about 60 MiB before the index). "
+            "Breakdown of `SnapshotStore.load`:\n"
+        )
         emit(table(["vectors", "np.fromfile s", "sha256 s", "faiss.deserialize_index s", "total s"], part_rows))
         emit()
 
     if not args.no_approx:
-        approx_rows = approx_section(parse_sizes(args.hnsw_sizes), parse_sizes(args.ivf_sizes),
-                                     [d.strip() for d in args.approx_data.split(",") if d.strip()])
+        approx_rows = approx_section(
+            parse_sizes(args.hnsw_sizes),
+            parse_sizes(args.ivf_sizes),
+            [d.strip() for d in args.approx_data.split(",") if d.strip()],
+        )
         emit("### Approximate indexes (bench only) vs exact: recall@10\n")
         emit(table(["data", "index", "setting", "build s", "p50 ms", "p99 ms", "recall@10"], approx_rows))
         emit()
-        emit("uniform = random unit vectors: no structure, the 10 nearest are barely nearer than the rest, the worst "
-             "case for any approximate index. clustered = n/100 clusters, queries are noisy copies of stored vectors "
-             "(closer to real embeddings and paraphrased queries). One query at a time, faiss threads = 1; builds "
-             "single-threaded too.")
+        emit(
+            "uniform = random unit vectors: no structure, the 10 nearest are barely nearer than the rest, the worst "
+            "case for any approximate index. clustered = n/100 clusters, queries are noisy copies of stored vectors "
+            "(closer to real embeddings and paraphrased queries). One query at a time, faiss threads = 1; builds "
+            "single-threaded too."
+        )
         emit()
 
 

@@ -63,8 +63,19 @@ def server_env() -> dict[str, str]:
 
 
 def server_args(transport: str, data_dir: Path, embedder: str, port: int | None = None) -> list[str]:
-    args = ["-m", "ltms", "serve", "--transport", transport, "--data-dir", str(data_dir), "--embedder", embedder,
-            "--log-level", "warning"]
+    args = [
+        "-m",
+        "ltms",
+        "serve",
+        "--transport",
+        transport,
+        "--data-dir",
+        str(data_dir),
+        "--embedder",
+        embedder,
+        "--log-level",
+        "warning",
+    ]
     if port is not None:
         args += ["--port", str(port)]
     return args
@@ -108,16 +119,23 @@ class Server:
 
         self.t0 = time.perf_counter()
         if self.transport == "stdio":
-            params = StdioServerParameters(command=sys.executable,
-                                           args=server_args("stdio", self.data_dir, self.embedder),
-                                           env=self.env, cwd=str(ROOT))
+            params = StdioServerParameters(
+                command=sys.executable,
+                args=server_args("stdio", self.data_dir, self.embedder),
+                env=self.env,
+                cwd=str(ROOT),
+            )
             async with Client(params, cache=None) as client:
                 self.connected_at = time.perf_counter()
                 self.pid = self._find_stdio_pid()
                 return await body(client, self)
         port = free_port()
-        self.proc = subprocess.Popen([sys.executable, *server_args("http", self.data_dir, self.embedder, port)],
-                                     env=self.env, cwd=str(ROOT), stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, *server_args("http", self.data_dir, self.embedder, port)],
+            env=self.env,
+            cwd=str(ROOT),
+            stdin=subprocess.DEVNULL,
+        )
         self.pid = self.proc.pid
         try:
             self.health_at = await anyio.to_thread.run_sync(wait_http, port, self.proc)
@@ -155,6 +173,7 @@ def check(result: Any, what: str) -> Any:
 
 # -- store / retrieve latency -------------------------------------------------------------------------------
 
+
 async def latency_body(client: Any, server: Server, n: int, stores: int, retrieves: int) -> dict:
     for i in range(10):  # warm-up: first calls load the model, fill caches
         check(await client.call_tool("store_memory", {"text": f"warm up {server.transport} {n} {i}"}), "store")
@@ -162,8 +181,10 @@ async def latency_body(client: Any, server: Server, n: int, stores: int, retriev
     store_lat = []
     t_all = time.perf_counter()
     for i in range(stores):
-        text = (f"mcp store {server.transport} size {n} number {i}: the nightly backup of shard {i % 23} took "
-                f"{i % 50} minutes longer than usual")
+        text = (
+            f"mcp store {server.transport} size {n} number {i}: the nightly backup of shard {i % 23} took "
+            f"{i % 50} minutes longer than usual"
+        )
         t = time.perf_counter()
         check(await client.call_tool("store_memory", {"text": text, "tags": ["bench"]}), "store_memory")
         store_lat.append(time.perf_counter() - t)
@@ -171,8 +192,10 @@ async def latency_body(client: Any, server: Server, n: int, stores: int, retriev
     retrieve_lat = []
     for i in range(retrieves):
         t = time.perf_counter()
-        check(await client.call_tool("retrieve_memory", {"query": f"backup of shard {i % 23} slow", "k": 10}),
-              "retrieve_memory")
+        check(
+            await client.call_tool("retrieve_memory", {"query": f"backup of shard {i % 23} slow", "k": 10}),
+            "retrieve_memory",
+        )
         retrieve_lat.append(time.perf_counter() - t)
     return {"store": store_lat, "rate": rate, "retrieve": retrieve_lat}
 
@@ -180,8 +203,15 @@ async def latency_body(client: Any, server: Server, n: int, stores: int, retriev
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
-def latency_section(sizes: list[int], transports: list[str], stores: int, retrieves: int,
-                    minilm_size: int | None, minilm_stores: int, one_thread: bool) -> list[list[object]]:
+def latency_section(
+    sizes: list[int],
+    transports: list[str],
+    stores: int,
+    retrieves: int,
+    minilm_size: int | None,
+    minilm_stores: int,
+    one_thread: bool,
+) -> list[list[object]]:
     work = CACHE / "work"
     rows = []
     plan = [(n, "hash", stores, transports, None) for n in sizes]
@@ -198,32 +228,53 @@ def latency_section(sizes: list[int], transports: list[str], stores: int, retrie
             log(f"mcp latency: {transport}, {n} memories, {embedder}, env {extra or 'default'}")
             server = Server(transport, data_dir, embedder, extra)
             r = anyio.run(server.run, lambda c, s, n=n, k=count: latency_body(c, s, n, k, max(10, k // 3)))
-            rows.append([human(n), transport, "hash" if embedder == "hash" else "all-MiniLM-L6-v2 (default)",
-                         "OMP/OPENBLAS_NUM_THREADS=1" if extra else "default",
-                         len(r["store"]), ms(p50(r["store"])), ms(pct(r["store"], 99)), f"{r['rate']:.0f}",
-                         ms(p50(r["retrieve"])), ms(pct(r["retrieve"], 99))])
+            rows.append(
+                [
+                    human(n),
+                    transport,
+                    "hash" if embedder == "hash" else "all-MiniLM-L6-v2 (default)",
+                    "OMP/OPENBLAS_NUM_THREADS=1" if extra else "default",
+                    len(r["store"]),
+                    ms(p50(r["store"])),
+                    ms(pct(r["store"], 99)),
+                    f"{r['rate']:.0f}",
+                    ms(p50(r["retrieve"])),
+                    ms(pct(r["retrieve"], 99)),
+                ]
+            )
     return rows
 
 
 # -- cold start ---------------------------------------------------------------------------------------------
+
 
 async def cold_list_body(client: Any, server: Server) -> dict:
     t = time.perf_counter()
     tools = await client.list_tools(cache_mode="bypass")
     done = time.perf_counter()
     assert any(tool.name == "retrieve_memory" for tool in tools.tools)
-    return {"handshake": server.connected_at - server.t0, "list": done - server.t0, "list_only": done - t,
-            "health": (server.health_at - server.t0) if server.health_at else None}
+    return {
+        "handshake": server.connected_at - server.t0,
+        "list": done - server.t0,
+        "list_only": done - t,
+        "health": (server.health_at - server.t0) if server.health_at else None,
+    }
 
 
 async def cold_retrieve_body(client: Any, server: Server) -> dict:
-    result = check(await client.call_tool("retrieve_memory", {"query": "which deploy was rolled back", "k": 10}),
-                   "retrieve_memory")
+    result = check(
+        await client.call_tool("retrieve_memory", {"query": "which deploy was rolled back", "k": 10}), "retrieve_memory"
+    )
     done = time.perf_counter()
     status = server.rss()
     count = (result.structured_content or {}).get("count")
-    return {"retrieve": done - server.t0, "handshake": server.connected_at - server.t0, "rss": status.get("VmRSS"),
-            "hwm": status.get("VmHWM"), "count": count}
+    return {
+        "retrieve": done - server.t0,
+        "handshake": server.connected_at - server.t0,
+        "rss": status.get("VmRSS"),
+        "hwm": status.get("VmHWM"),
+        "count": count,
+    }
 
 
 def cold_section(sizes: list[int], embedders: list[str], transports: list[str], reps: int) -> tuple[list, list]:
@@ -242,12 +293,28 @@ def cold_section(sizes: list[int], embedders: list[str], transports: list[str], 
                 status = "met" if first_retrieve < 3 else "MISSED"
                 goal = status if n == 1_000_000 else "-"
                 health = [r["health"] for r in lists if r["health"] is not None]
-                rows.append([human(n), "hash" if embedder == "hash" else "all-MiniLM-L6-v2", transport,
-                             len(lists), secs(med(health)) if health else "-",
-                             secs(med([r["handshake"] for r in lists])), secs(med([r["list"] for r in lists])),
-                             secs(first_retrieve), goal])
-                rss_rows.append([human(n), "hash" if embedder == "hash" else "all-MiniLM-L6-v2", transport,
-                                 mib(max(r["rss"] for r in retrieves)), mib(max(r["hwm"] for r in retrieves))])
+                rows.append(
+                    [
+                        human(n),
+                        "hash" if embedder == "hash" else "all-MiniLM-L6-v2",
+                        transport,
+                        len(lists),
+                        secs(med(health)) if health else "-",
+                        secs(med([r["handshake"] for r in lists])),
+                        secs(med([r["list"] for r in lists])),
+                        secs(first_retrieve),
+                        goal,
+                    ]
+                )
+                rss_rows.append(
+                    [
+                        human(n),
+                        "hash" if embedder == "hash" else "all-MiniLM-L6-v2",
+                        transport,
+                        mib(max(r["rss"] for r in retrieves)),
+                        mib(max(r["hwm"] for r in retrieves)),
+                    ]
+                )
     return rows, rss_rows
 
 
@@ -296,9 +363,11 @@ def coldstart_probe(data_dir: str, mode: str) -> None:
         loader = threading.Thread(target=proposed_load)
         loader.start()
         import ltms.server.runner
+
         loader.join()
     else:
         import ltms.server.runner  # noqa: F401
+
         if mode == "asis":
             from ltms.vector_store.faiss_store import SnapshotStore
 
@@ -329,8 +398,13 @@ def whatif_section(sizes: list[int], reps: int) -> list[list[object]]:
             for mode in WHATIFS:
                 log(f"cold start what-if: {n} memories, {mode}, run {rep + 1}")
                 t0 = time.perf_counter()
-                proc = subprocess.Popen([sys.executable, __file__, "--coldstart-probe", str(data_dir), mode],
-                                        env=server_env(), cwd=str(ROOT), stdout=subprocess.PIPE, text=True)
+                proc = subprocess.Popen(
+                    [sys.executable, __file__, "--coldstart-probe", str(data_dir), mode],
+                    env=server_env(),
+                    cwd=str(ROOT),
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
                 line = proc.stdout.readline() if proc.stdout else ""
                 elapsed = time.perf_counter() - t0
                 proc.wait()
@@ -349,8 +423,7 @@ def imports_floor(reps: int) -> float:
     times = []
     for _ in range(reps):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import ltms.server.runner"], env=server_env(), cwd=str(ROOT),
-                       check=True)
+        subprocess.run([sys.executable, "-c", "import ltms.server.runner"], env=server_env(), cwd=str(ROOT), check=True)
         times.append(time.perf_counter() - t)
     return sorted(times)[(len(times) - 1) // 2]
 
@@ -366,8 +439,11 @@ def main() -> None:
     parser.add_argument("--cold-embedders", default="hash,minilm")
     parser.add_argument("--cold-transports", default="stdio,http")
     parser.add_argument("--cold-reps", type=int, default=3, help="launches per setting (1M: about half)")
-    parser.add_argument("--no-thread-variant", action="store_true",
-                        help="skip the extra rows with OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 in the server")
+    parser.add_argument(
+        "--no-thread-variant",
+        action="store_true",
+        help="skip the extra rows with OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 in the server",
+    )
     parser.add_argument("--whatif-sizes", default="100000,1000000", help="cold start what-if sizes ('' for none)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--coldstart-probe", nargs=2, metavar=("DATA_DIR", "MODE"), help=argparse.SUPPRESS)
@@ -383,35 +459,77 @@ def main() -> None:
 
     header("End to end through MCP (real server processes)")
     minilm = parse_sizes(args.minilm_size)
-    rows = latency_section(parse_sizes(args.sizes), transports, args.stores, args.stores // 3,
-                           minilm[0] if minilm else None, args.minilm_stores, not args.no_thread_variant)
+    rows = latency_section(
+        parse_sizes(args.sizes),
+        transports,
+        args.stores,
+        args.stores // 3,
+        minilm[0] if minilm else None,
+        args.minilm_stores,
+        not args.no_thread_variant,
+    )
     emit("### Tool-call latency\n")
-    emit(table(["memories stored", "transport", "embedder", "server threads", "stores", "store p50 ms", "store p99 ms",
-                "sustained stores/s", "retrieve p50 ms", "retrieve p99 ms"], rows))
+    emit(
+        table(
+            [
+                "memories stored",
+                "transport",
+                "embedder",
+                "server threads",
+                "stores",
+                "store p50 ms",
+                "store p99 ms",
+                "sustained stores/s",
+                "retrieve p50 ms",
+                "retrieve p99 ms",
+            ],
+            rows,
+        )
+    )
     emit()
-    emit("One client, one call at a time, after 10 warm-up calls. `store_memory` with one tag; `retrieve_memory` with "
-         "k=10. The hash embedder costs ~0.3 ms a text, so its rows are the server's own cost (MCP + service + SQLite "
-         "commit + index); the default model's row includes embedding the text (and, for retrieve, the query). "
-         "Server threads: `default` lets faiss (OpenMP) and numpy (OpenBLAS) use every core per call; the other "
-         "rows start the server with OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1.")
+    emit(
+        "One client, one call at a time, after 10 warm-up calls. `store_memory` with one tag; `retrieve_memory` with "
+        "k=10. The hash embedder costs ~0.3 ms a text, so its rows are the server's own cost (MCP + service + SQLite "
+        "commit + index); the default model's row includes embedding the text (and, for retrieve, the query). "
+        "Server threads: `default` lets faiss (OpenMP) and numpy (OpenBLAS) use every core per call; the other "
+        "rows start the server with OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1."
+    )
     emit()
 
-    cold_rows, rss_rows = cold_section(parse_sizes(args.cold_sizes),
-                                       [e.strip() for e in args.cold_embedders.split(",") if e.strip()],
-                                       [t.strip() for t in args.cold_transports.split(",") if t.strip()],
-                                       args.cold_reps)
+    cold_rows, rss_rows = cold_section(
+        parse_sizes(args.cold_sizes),
+        [e.strip() for e in args.cold_embedders.split(",") if e.strip()],
+        [t.strip() for t in args.cold_transports.split(",") if t.strip()],
+        args.cold_reps,
+    )
     floor = imports_floor(max(3, args.cold_reps))
     emit("### Cold start (process start -> first answers)\n")
-    emit(table(["memories", "embedder", "transport", "launches", "GET /health s", "first MCP request s",
-                "tools/list s", "first retrieve s", "goal 1M < 3 s"], cold_rows))
+    emit(
+        table(
+            [
+                "memories",
+                "embedder",
+                "transport",
+                "launches",
+                "GET /health s",
+                "first MCP request s",
+                "tools/list s",
+                "first retrieve s",
+                "goal 1M < 3 s",
+            ],
+            cold_rows,
+        )
+    )
     emit()
-    emit("Seconds from just before the server process is spawned. First MCP request = the protocol handshake "
-         "(the client's `server/discover` probe or `initialize`); tools/list is sent right after it. First retrieve "
-         "= a separate launch whose first tool call is `retrieve_memory` (k=10), so it includes the handshake, the "
-         "index load and, with the default model, loading the weights and embedding the query. HTTP: the client "
-         "polls GET /health every 10 ms first. Median of the launches (lower median for an even count). Page cache "
-         f"warm. For reference, `python -c 'import ltms.server.runner'` alone takes {floor:.2f} s here (interpreter "
-         "start + imports, before any data is touched).")
+    emit(
+        "Seconds from just before the server process is spawned. First MCP request = the protocol handshake "
+        "(the client's `server/discover` probe or `initialize`); tools/list is sent right after it. First retrieve "
+        "= a separate launch whose first tool call is `retrieve_memory` (k=10), so it includes the handshake, the "
+        "index load and, with the default model, loading the weights and embedding the query. HTTP: the client "
+        "polls GET /health every 10 ms first. Median of the launches (lower median for an even count). Page cache "
+        f"warm. For reference, `python -c 'import ltms.server.runner'` alone takes {floor:.2f} s here (interpreter "
+        "start + imports, before any data is touched)."
+    )
     emit()
     emit("### Server memory after its first retrieve\n")
     emit(table(["memories", "embedder", "transport", "VmRSS MiB", "VmHWM (peak) MiB"], rss_rows))
@@ -422,11 +540,13 @@ def main() -> None:
         emit("### Cold start what-ifs: process start -> first exact search answered (bench-only simulations)\n")
         emit(table(["memories", "mode", "how", "s"], rows))
         emit()
-        emit("A fresh `python` process per launch, timed from the spawn to its line on stdout; no MCP and no "
-             "SQLite (the real server adds the handshake, opening the database and, with the default model, the "
-             "weights: compare `asis` with the table above). The first search uses faiss threads = 1. `mmap`: faiss "
-             "aborts the process (assertion `is_owned`) on any add to such an index, so it needs a read-only base "
-             "plus an in-memory delta for new vectors. Median of the launches (lower median for an even count).")
+        emit(
+            "A fresh `python` process per launch, timed from the spawn to its line on stdout; no MCP and no "
+            "SQLite (the real server adds the handshake, opening the database and, with the default model, the "
+            "weights: compare `asis` with the table above). The first search uses faiss threads = 1. `mmap`: faiss "
+            "aborts the process (assertion `is_owned`) on any add to such an index, so it needs a read-only base "
+            "plus an in-memory delta for new vectors. Median of the launches (lower median for an even count)."
+        )
         emit()
 
 

@@ -75,8 +75,9 @@ class NaiveStore:
         memory_id = self.next_id
         self.next_id += 1
         self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.execute("INSERT INTO memories(id, text, embedding) VALUES (?, ?, ?)",
-                          (memory_id, text, vector.tobytes()))
+        self.conn.execute(
+            "INSERT INTO memories(id, text, embedding) VALUES (?, ?, ?)", (memory_id, text, vector.tobytes())
+        )
         self.conn.execute("COMMIT")
         self.index.add_with_ids(vector.reshape(1, DIM), np.asarray([memory_id], dtype=np.int64))
         faiss.write_index(self.index, str(self.path))  # the whole index, after every store
@@ -117,8 +118,9 @@ class CommitFloor:
     def commit(self) -> None:
         t = time.perf_counter()
         self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.execute("INSERT INTO t(text, embedding) VALUES (?, ?)", (f"floor {len(self.samples)} " * 8,
-                                                                          self.blob))
+        self.conn.execute(
+            "INSERT INTO t(text, embedding) VALUES (?, ?)", (f"floor {len(self.samples)} " * 8, self.blob)
+        )
         self.conn.execute("COMMIT")
         self.samples.append(time.perf_counter() - t)
 
@@ -149,8 +151,12 @@ def stores_during_save(service, n: int) -> dict:
         lat.append(time.perf_counter() - t)
         i += 1
     thread.join()
-    return {"save": took["save"], "max": max(lat) if lat else float("nan"), "count": len(lat),
-            "p50": p50(lat) if lat else float("nan")}
+    return {
+        "save": took["save"],
+        "max": max(lat) if lat else float("nan"),
+        "count": len(lat),
+        "p50": p50(lat) if lat else float("nan"),
+    }
 
 
 def run_size(n: int, stores: int, naive_stores: int, work: Path, rounds: int = 4) -> dict:
@@ -202,8 +208,9 @@ def run_size(n: int, stores: int, naive_stores: int, work: Path, rounds: int = 4
                 while done_naive < target:
                     i = done_naive
                     t = time.perf_counter()
-                    naive.store(f"naive store size {n} number {i}: the deploy of service {i % 17} rolled back",
-                                naive_vectors[i])
+                    naive.store(
+                        f"naive store size {n} number {i}: the deploy of service {i % 17} rolled back", naive_vectors[i]
+                    )
                     naive_lat.append(time.perf_counter() - t)
                     done_naive += 1
                 naive_wall += time.perf_counter() - t_phase
@@ -226,13 +233,20 @@ def run_size(n: int, stores: int, naive_stores: int, work: Path, rounds: int = 4
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,100000", help="memories already stored (comma list, 10k ok)")
-    parser.add_argument("--big", default="1000000",
-                        help="also store at this size (no naive run; copies a multi-GB directory); '' for none")
+    parser.add_argument(
+        "--big",
+        default="1000000",
+        help="also store at this size (no naive run; copies a multi-GB directory); '' for none",
+    )
     parser.add_argument("--big-stores", type=int, default=500)
     parser.add_argument("--naive-sizes", default="10000,100000", help="sizes at which the naive design also runs")
     parser.add_argument("--stores", type=int, default=2000, help="stores per size (ours)")
-    parser.add_argument("--naive-budget", type=float, default=12.0,
-                        help="about this many seconds of naive stores per size (at least 10 stores)")
+    parser.add_argument(
+        "--naive-budget",
+        type=float,
+        default=12.0,
+        help="about this many seconds of naive stores per size (at least 10 stores)",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, < 1 minute")
     args = parser.parse_args()
     if args.quick:
@@ -259,24 +273,54 @@ def main() -> None:
 
     rows = []
     for r in results:
-        rows.append([human(r["n"]), "floor: bare SQLite commit, WAL FULL", len(r["floor"]), ms(p50(r["floor"])),
-                     ms(pct(r["floor"], 99)), ms(max(r["floor"])), f"{len(r['floor']) / sum(r['floor']):.0f}"])
-        rows.append([human(r["n"]), "ltms (MemoryService.store)", len(r["ours"]), ms(p50(r["ours"])),
-                     ms(pct(r["ours"], 99)), ms(max(r["ours"])), f"{r['ours_rate']:.0f}"])
+        rows.append(
+            [
+                human(r["n"]),
+                "floor: bare SQLite commit, WAL FULL",
+                len(r["floor"]),
+                ms(p50(r["floor"])),
+                ms(pct(r["floor"], 99)),
+                ms(max(r["floor"])),
+                f"{len(r['floor']) / sum(r['floor']):.0f}",
+            ]
+        )
+        rows.append(
+            [
+                human(r["n"]),
+                "ltms (MemoryService.store)",
+                len(r["ours"]),
+                ms(p50(r["ours"])),
+                ms(pct(r["ours"], 99)),
+                ms(max(r["ours"])),
+                f"{r['ours_rate']:.0f}",
+            ]
+        )
         if r["naive"]:
-            rows.append([human(r["n"]), "naive: rewrite whole index per store", len(r["naive"]), ms(p50(r["naive"])),
-                         ms(pct(r["naive"], 99)), ms(max(r["naive"])), f"{r['naive_rate']:.1f}"])
-    emit(table(["memories stored", "design", "stores timed", "p50 ms", "p99 ms", "max ms", "sustained stores/s"],
-               rows))
+            rows.append(
+                [
+                    human(r["n"]),
+                    "naive: rewrite whole index per store",
+                    len(r["naive"]),
+                    ms(p50(r["naive"])),
+                    ms(pct(r["naive"], 99)),
+                    ms(max(r["naive"])),
+                    f"{r['naive_rate']:.1f}",
+                ]
+            )
+    emit(table(["memories stored", "design", "stores timed", "p50 ms", "p99 ms", "max ms", "sustained stores/s"], rows))
     emit()
-    emit("Store = validation + dedup lookup + SQLite commit (WAL, synchronous=FULL) + index update; embedding "
-         "excluded (precomputed vectors). Sustained = stores / wall time, one client back to back, with the "
-         "background snapshot saves (every 1000 changes) included. Naive = the same SQLite commit + "
-         "`faiss.write_index` of the whole IndexIDMap2(IndexFlatIP) after every store.")
-    emit("Floor = a bare one-row SQLite transaction (WAL, synchronous=FULL) on the same disk, one after every 4th "
-         "of our stores: "
-         "the fsync of this shared VM disk, which no durable store can beat (it varied from 0.2 to 4 ms between "
-         "runs here). ltms's own cost is the difference.")
+    emit(
+        "Store = validation + dedup lookup + SQLite commit (WAL, synchronous=FULL) + index update; embedding "
+        "excluded (precomputed vectors). Sustained = stores / wall time, one client back to back, with the "
+        "background snapshot saves (every 1000 changes) included. Naive = the same SQLite commit + "
+        "`faiss.write_index` of the whole IndexIDMap2(IndexFlatIP) after every store."
+    )
+    emit(
+        "Floor = a bare one-row SQLite transaction (WAL, synchronous=FULL) on the same disk, one after every 4th "
+        "of our stores: "
+        "the fsync of this shared VM disk, which no durable store can beat (it varied from 0.2 to 4 ms between "
+        "runs here). ltms's own cost is the difference."
+    )
     emit()
     ratio_rows = []
     for r in results:
@@ -288,14 +332,33 @@ def main() -> None:
     if ratio_rows:
         emit(table(["memories stored", "throughput ours / naive", "p50 latency naive / ours"], ratio_rows))
         emit()
-    emit(table(["memories stored", "snapshot save s (forced, on a thread)", "stores meanwhile",
-                "their p50 ms", "longest store ms"],
-               [[human(r["n"]), f"{r['during_save']['save']:.2f}", r["during_save"]["count"],
-                 ms(r["during_save"]["p50"]), ms(r["during_save"]["max"])] for r in results]))
+    emit(
+        table(
+            [
+                "memories stored",
+                "snapshot save s (forced, on a thread)",
+                "stores meanwhile",
+                "their p50 ms",
+                "longest store ms",
+            ],
+            [
+                [
+                    human(r["n"]),
+                    f"{r['during_save']['save']:.2f}",
+                    r["during_save"]["count"],
+                    ms(r["during_save"]["p50"]),
+                    ms(r["during_save"]["max"]),
+                ]
+                for r in results
+            ],
+        )
+    )
     emit()
-    emit("`MemoryService.save_snapshot` (what the background saver runs every 1000 changes or after 5 quiet seconds) "
-         "on a thread while the main thread stores back to back: the longest store is how long a save blocks every "
-         "writer (and reader): `FaissIndex.serialize()` runs under the service lock.")
+    emit(
+        "`MemoryService.save_snapshot` (what the background saver runs every 1000 changes or after 5 quiet seconds) "
+        "on a thread while the main thread stores back to back: the longest store is how long a save blocks every "
+        "writer (and reader): `FaissIndex.serialize()` runs under the service lock."
+    )
     emit()
     goal_rows = []
     for r in results:
@@ -304,8 +367,13 @@ def main() -> None:
             goal_rows.append(["store at 100k commits in < 5 ms p50", f"{p:.2f} ms", "met" if p < 5 else "MISSED"])
             if r["naive"]:
                 thr = r["ours_rate"] / r["naive_rate"]
-                goal_rows.append(["store at 100k >= 100x the naive design (throughput)", f"{thr:.0f}x",
-                                  "met" if thr >= 100 else "MISSED"])
+                goal_rows.append(
+                    [
+                        "store at 100k >= 100x the naive design (throughput)",
+                        f"{thr:.0f}x",
+                        "met" if thr >= 100 else "MISSED",
+                    ]
+                )
     if goal_rows:
         emit(table(["goal", "measured", "status"], goal_rows))
         emit()

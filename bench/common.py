@@ -33,6 +33,7 @@ HASH_NAME = "hash-384-v1"
 
 # -- output -------------------------------------------------------------------------------------------------------
 
+
 def log(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
@@ -42,8 +43,11 @@ def header(title: str) -> None:
     argv = [os.path.relpath(sys.argv[0], ROOT) if os.path.isabs(sys.argv[0]) else sys.argv[0], *sys.argv[1:]]
     print(f"## {title}\n")
     print(f"Command: `PYTHONPATH=. {shlex.join([Path(sys.executable).name, *argv])}`  ")
-    print(f"Run at {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {os.cpu_count()} cores, "
-          f"{_mem_total_gib():.0f} GiB RAM, Python {sys.version.split()[0]}\n", flush=True)
+    print(
+        f"Run at {time.strftime('%Y-%m-%d %H:%M:%S %Z')} on {os.cpu_count()} cores, "
+        f"{_mem_total_gib():.0f} GiB RAM, Python {sys.version.split()[0]}\n",
+        flush=True,
+    )
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -108,6 +112,7 @@ def parse_sizes(text: str) -> list[int]:
 
 # -- machine ------------------------------------------------------------------------------------------------------
 
+
 def _mem_total_gib() -> float:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -154,6 +159,7 @@ def process_tree_pids(pid: int) -> list[int]:
 
 # -- vectors and embedders ---------------------------------------------------------------------------------------
 
+
 def unit_vectors(n: int, seed: int, dim: int = DIM) -> np.ndarray:
     """n random unit vectors (float32), generated in chunks so 1M does not need a float64 temporary."""
     rng = np.random.default_rng(seed)
@@ -161,7 +167,7 @@ def unit_vectors(n: int, seed: int, dim: int = DIM) -> np.ndarray:
     for start in range(0, n, 100_000):
         block = rng.standard_normal((min(100_000, n - start), dim), dtype=np.float32)
         block /= np.linalg.norm(block, axis=1, keepdims=True)
-        out[start:start + len(block)] = block
+        out[start : start + len(block)] = block
     return out
 
 
@@ -177,7 +183,7 @@ class PrecomputedEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         n = len(texts)
-        rows = (np.arange(self._next, self._next + n) % len(self._pool))
+        rows = np.arange(self._next, self._next + n) % len(self._pool)
         self._next += n
         return self._pool[rows].copy()
 
@@ -187,6 +193,7 @@ def bench_text(i: int) -> str:
 
 
 # -- data directories ----------------------------------------------------------------------------------------------
+
 
 def settings_for(data_dir: Path, **flags: object):
     from ltms.config import Settings
@@ -200,8 +207,9 @@ def db_path(data_dir: Path) -> Path:
     return data_dir / DB_NAME
 
 
-def populate(data_dir: Path, n: int, model: str, seed: int = 1, *, with_snapshot: bool = True,
-             batch: int = 20_000) -> None:
+def populate(
+    data_dir: Path, n: int, model: str, seed: int = 1, *, with_snapshot: bool = True, batch: int = 20_000
+) -> None:
     """A data directory holding `n` memories with random unit vectors, labelled with `model`.
 
     The schema is created by opening a MemoryService once on the empty directory; rows then go straight into the
@@ -235,12 +243,27 @@ def populate(data_dir: Path, n: int, model: str, seed: int = 1, *, with_snapshot
             i = start + j + 1
             text = bench_text(i)
             stamp = now + i
-            rows.append((i, "default", text, "[]", "{}", stamp, stamp,
-                         hashlib.sha256(text.encode()).hexdigest(), block[j].tobytes(), model))
+            rows.append(
+                (
+                    i,
+                    "default",
+                    text,
+                    "[]",
+                    "{}",
+                    stamp,
+                    stamp,
+                    hashlib.sha256(text.encode()).hexdigest(),
+                    block[j].tobytes(),
+                    model,
+                )
+            )
             changes.append((i, "add", stamp))
         conn.execute("BEGIN")
-        conn.executemany("INSERT INTO memories(id, namespace, text, tags, metadata, created_at, updated_at,"
-                         " content_hash, embedding, model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany(
+            "INSERT INTO memories(id, namespace, text, tags, metadata, created_at, updated_at,"
+            " content_hash, embedding, model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
         conn.executemany("INSERT INTO changes(memory_id, op, at) VALUES (?, ?, ?)", changes)
         conn.execute("COMMIT")
         if start and start % 200_000 == 0:

@@ -38,8 +38,10 @@ def main() -> int:
     chosen = [s for s in SCRIPTS if not args.only or s.removesuffix(".py") in args.only or s in args.only]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     command = shlex.join(["python", "bench/run_all.py", *sys.argv[1:]])
-    parts = [f"# LTMC benchmarks\n\nCommand: `PYTHONPATH=. {command}`  \n"
-             f"Started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; the whole run in one go, so ratios hold.\n"]
+    parts = [
+        f"# LTMC benchmarks\n\nCommand: `PYTHONPATH=. {command}`  \n"
+        f"Started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; the whole run in one go, so ratios hold.\n"
+    ]
     print(parts[0], flush=True)
     started = time.perf_counter()
     for script in chosen:

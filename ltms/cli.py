@@ -30,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     # After the subcommand an absent option is SUPPRESSed, so it keeps the value given before the subcommand
     # (`ltmc --data-dir X doctor`) instead of resetting it to None.
     common = _shared_options(argparse.SUPPRESS)
-    parser = argparse.ArgumentParser(prog="ltmc", description="Long-term memory for LLM agents, over MCP.",
-                                     parents=[_shared_options()])
+    parser = argparse.ArgumentParser(
+        prog="ltmc", description="Long-term memory for LLM agents, over MCP.", parents=[_shared_options()]
+    )
     parser.add_argument("--version", action="version", version=f"ltmc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -40,8 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="HTTP listen address (default: LTMC_HTTP_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default: LTMC_HTTP_PORT or 5050)")
     serve.add_argument("--read-only", action="store_true", default=None, help="expose only the reading tools")
-    serve.add_argument("--allow-insecure", action="store_true", default=None,
-                       help="allow listening beyond loopback without LTMC_AUTH_TOKEN")
+    serve.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        default=None,
+        help="allow listening beyond loopback without LTMC_AUTH_TOKEN",
+    )
 
     doctor = commands.add_parser("doctor", parents=[common], help="check the configuration, database and index")
     doctor.add_argument("--fix", action="store_true", help="repair what was found (never deletes a memory or a file)")

@@ -65,26 +65,54 @@ def _log_level(raw: str) -> str:
 
 # name -> (environment variable, parser, default, description)
 SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any], Any, str]] = {
-    "embedder": ("LTMC_EMBEDDER", _choice(*EMBEDDER_CHOICES), "minilm",
-                 "embedding model: minilm (all-MiniLM-L6-v2, offline) or hash (tests only)"),
-    "max_text_bytes": ("LTMC_MAX_TEXT_BYTES", _int_in(1, 10 * 1024 * 1024), 32 * 1024,
-                       "largest memory text, in UTF-8 bytes"),
-    "max_metadata_bytes": ("LTMC_MAX_METADATA_BYTES", _int_in(2, 1024 * 1024), 16 * 1024,
-                           "largest metadata object, as compact JSON"),
-    "snapshot_every": ("LTMC_SNAPSHOT_EVERY", _int_in(1, 10_000_000), 1000,
-                       "save the index snapshot after this many changes"),
-    "snapshot_quiet_seconds": ("LTMC_SNAPSHOT_QUIET_SECONDS", _positive_float, 5.0,
-                               "...or after this many seconds without a change"),
+    "embedder": (
+        "LTMC_EMBEDDER",
+        _choice(*EMBEDDER_CHOICES),
+        "minilm",
+        "embedding model: minilm (all-MiniLM-L6-v2, offline) or hash (tests only)",
+    ),
+    "max_text_bytes": (
+        "LTMC_MAX_TEXT_BYTES",
+        _int_in(1, 10 * 1024 * 1024),
+        32 * 1024,
+        "largest memory text, in UTF-8 bytes",
+    ),
+    "max_metadata_bytes": (
+        "LTMC_MAX_METADATA_BYTES",
+        _int_in(2, 1024 * 1024),
+        16 * 1024,
+        "largest metadata object, as compact JSON",
+    ),
+    "snapshot_every": (
+        "LTMC_SNAPSHOT_EVERY",
+        _int_in(1, 10_000_000),
+        1000,
+        "save the index snapshot after this many changes",
+    ),
+    "snapshot_quiet_seconds": (
+        "LTMC_SNAPSHOT_QUIET_SECONDS",
+        _positive_float,
+        5.0,
+        "...or after this many seconds without a change",
+    ),
     "read_only": ("LTMC_READ_ONLY", _bool, False, "expose only the reading tools"),
     "http_host": ("LTMC_HTTP_HOST", str, "127.0.0.1", "HTTP listen address"),
     "http_port": ("LTMC_HTTP_PORT", _int_in(0, 65535), 5050, "HTTP listen port"),
     "auth_token": ("LTMC_AUTH_TOKEN", str, None, "bearer token required on /mcp and /sse when set"),
-    "allowed_hosts": ("LTMC_ALLOWED_HOSTS", _names, (),
-                      "extra Host names the HTTP server accepts, comma-separated (e.g. behind a reverse proxy)"),
+    "allowed_hosts": (
+        "LTMC_ALLOWED_HOSTS",
+        _names,
+        (),
+        "extra Host names the HTTP server accepts, comma-separated (e.g. behind a reverse proxy)",
+    ),
     "allow_insecure": ("LTMC_ALLOW_INSECURE", _bool, False, "allow a non-loopback host without a token"),
     "log_level": ("LTMC_LOG_LEVEL", _log_level, "INFO", "debug, info, warning or error (logs go to stderr)"),
-    "max_result_chars": ("LTMC_MAX_RESULT_CHARS", _int_in(100, 1024 * 1024), 2000,
-                         "longest text returned per memory by retrieve/list before truncation"),
+    "max_result_chars": (
+        "LTMC_MAX_RESULT_CHARS",
+        _int_in(100, 1024 * 1024),
+        2000,
+        "longest text returned per memory by retrieve/list before truncation",
+    ),
 }
 
 

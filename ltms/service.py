@@ -38,8 +38,14 @@ def content_hash(text: str) -> str:
 
 
 class MemoryService:
-    def __init__(self, settings: Settings, embedder: Embedder | None = None, *, allow_model_change: bool = False,
-                 background_saves: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder | None = None,
+        *,
+        allow_model_change: bool = False,
+        background_saves: bool = True,
+    ) -> None:
         self.settings = settings
         self.embedder = embedder if embedder is not None else make_embedder(settings.embedder)
         paths = settings.paths
@@ -97,14 +103,19 @@ class MemoryService:
         replayed = self._replay(manifest.last_seq, latest)
         count = self.db.count()
         if index.ntotal != count:
-            log.warning("index snapshot %s holds %d vectors after replay, the database %d memories: rebuilding",
-                        paths.index_path, index.ntotal, count)
+            log.warning(
+                "index snapshot %s holds %d vectors after replay, the database %d memories: rebuilding",
+                paths.index_path,
+                index.ntotal,
+                count,
+            )
             self.snapshots.move_aside("vector count does not match the database")
             return self._rebuild_and_save("rebuilt")
         self.index_state = "loaded"
         self.last_snapshot_at = manifest.saved_at
-        log.info("loaded index snapshot %s: %d vectors, replayed %d newer changes", paths.index_path,
-                 index.ntotal, replayed)
+        log.info(
+            "loaded index snapshot %s: %d vectors, replayed %d newer changes", paths.index_path, index.ntotal, replayed
+        )
         self._unsaved_changes = replayed
         return index, latest
 
@@ -150,8 +161,11 @@ class MemoryService:
             if latest == self._applied_seq:
                 return
             if latest < self._applied_seq:  # the database was replaced under us
-                log.warning("the database's change log went backwards (%d < %d): rebuilding the index",
-                            latest, self._applied_seq)
+                log.warning(
+                    "the database's change log went backwards (%d < %d): rebuilding the index",
+                    latest,
+                    self._applied_seq,
+                )
                 self.index, self._applied_seq = self.build_index()
                 self._unsaved_changes += 1
                 return
@@ -162,13 +176,21 @@ class MemoryService:
 
     # -- the API ------------------------------------------------------------------------------------------
 
-    def store(self, text: str, tags: Sequence[str] | None = None, metadata: dict[str, Any] | None = None,
-              namespace: str | None = None) -> StoreResult:
+    def store(
+        self,
+        text: str,
+        tags: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        namespace: str | None = None,
+    ) -> StoreResult:
         """Store a memory; the same text in the same namespace returns the existing id instead."""
         return self.store_many([(text, tags, metadata, namespace)])[0]
 
-    def store_many(self, items: Sequence[tuple[str, Sequence[str] | None, dict[str, Any] | None, str | None]],
-                   timestamps: Sequence[tuple[float | None, float | None]] | None = None) -> list[StoreResult]:
+    def store_many(
+        self,
+        items: Sequence[tuple[str, Sequence[str] | None, dict[str, Any] | None, str | None]],
+        timestamps: Sequence[tuple[float | None, float | None]] | None = None,
+    ) -> list[StoreResult]:
         """Store several memories in one transaction: all are committed, or (on any error) none is.
 
         `timestamps` gives each item's (created_at, updated_at) in epoch seconds (import keeps them); None = now.
@@ -178,8 +200,15 @@ class MemoryService:
         for text, tags, metadata, namespace in items:
             clean_text = validation.text(text, "text", self.settings.max_text_bytes)
             clean_metadata = validation.metadata(metadata, self.settings.max_metadata_bytes)
-            prepared.append((clean_text, validation.tags(tags), clean_metadata, validation.namespace(namespace),
-                             content_hash(clean_text)))
+            prepared.append(
+                (
+                    clean_text,
+                    validation.tags(tags),
+                    clean_metadata,
+                    validation.namespace(namespace),
+                    content_hash(clean_text),
+                )
+            )
         # Embed only what is new; dedup is checked again inside the transaction.
         new_texts = sorted({p[0] for p in prepared if self.db.id_for_hash(p[3], p[4]) is None})
         vectors = dict(zip(new_texts, self.embedder.embed(new_texts), strict=True)) if new_texts else {}
@@ -197,15 +226,32 @@ class MemoryService:
                         vector = self.embedder.embed([text])[0]
                     created, updated = timestamps[position] if timestamps else (None, None)
                     created = created or now
-                    memory_id = Database.insert(conn, text=text, namespace=namespace, tags=tags, metadata=metadata,
-                                                created_at=created, updated_at=updated or created, content_hash=digest,
-                                                embedding=vector, model=self.model)
+                    memory_id = Database.insert(
+                        conn,
+                        text=text,
+                        namespace=namespace,
+                        tags=tags,
+                        metadata=metadata,
+                        created_at=created,
+                        updated_at=updated or created,
+                        content_hash=digest,
+                        embedding=vector,
+                        model=self.model,
+                    )
                     results.append(StoreResult(memory_id, created=True))
             self._catch_up()
         return results
 
-    def retrieve(self, query: str, k: int = 5, namespace: str | None = None, tags: Sequence[str] | None = None,
-                 since: Any = None, until: Any = None, min_score: float | None = None) -> list[SearchHit]:
+    def retrieve(
+        self,
+        query: str,
+        k: int = 5,
+        namespace: str | None = None,
+        tags: Sequence[str] | None = None,
+        since: Any = None,
+        until: Any = None,
+        min_score: float | None = None,
+    ) -> list[SearchHit]:
         """The k memories closest in meaning to `query`. Filters apply before the top-k cut."""
         query = validation.text(query, "query", validation.MAX_QUERY_BYTES)
         k = validation.integer_in(k, "k", 1, validation.MAX_K)
@@ -233,25 +279,33 @@ class MemoryService:
             raise NotFound(f"no memory with id {memory_id}")
         return memory
 
-    def list(self, namespace: str | None = None, tags: Sequence[str] | None = None, limit: int = 20,
-             offset: int = 0) -> Page:
+    def list(
+        self, namespace: str | None = None, tags: Sequence[str] | None = None, limit: int = 20, offset: int = 0
+    ) -> Page:
         """Memories newest first, `limit` at a time."""
         limit = validation.integer_in(limit, "limit", 1, validation.MAX_PAGE)
         offset = validation.integer_in(offset, "offset", 0, 2**62)
-        items, total = self.db.page(validation.namespace(namespace, allow_none=True), validation.tags(tags), limit,
-                                    offset)
+        items, total = self.db.page(
+            validation.namespace(namespace, allow_none=True), validation.tags(tags), limit, offset
+        )
         next_offset = offset + len(items) if offset + len(items) < total else None
         return Page(items=items, total=total, offset=offset, next_offset=next_offset)
 
-    def update(self, memory_id: int, text: str | None = None, tags: Sequence[str] | None = None,
-               metadata: dict[str, Any] | None = None) -> Memory:
+    def update(
+        self,
+        memory_id: int,
+        text: str | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Memory:
         """Change a memory's text, tags or metadata (each left alone when None). New text is re-embedded."""
         self._refuse_if_read_only()
         current = self.get(memory_id)
         new_text = current.text if text is None else validation.text(text, "text", self.settings.max_text_bytes)
         new_tags = current.tags if tags is None else validation.tags(tags)
-        new_metadata = current.metadata if metadata is None else validation.metadata(
-            metadata, self.settings.max_metadata_bytes)
+        new_metadata = (
+            current.metadata if metadata is None else validation.metadata(metadata, self.settings.max_metadata_bytes)
+        )
         digest = content_hash(new_text)
         vector = self.embedder.embed([new_text])[0] if new_text != current.text else None
         with self._lock:
@@ -261,8 +315,17 @@ class MemoryService:
                 duplicate = Database.find_by_hash(conn, current.namespace, digest)
                 if duplicate is not None and duplicate != current.id:
                     raise InvalidInput(f"memory {duplicate} in namespace {current.namespace!r} already has this text")
-                Database.update(conn, current.id, text=new_text, tags=new_tags, metadata=new_metadata,
-                                updated_at=time.time(), content_hash=digest, embedding=vector, model=self.model)
+                Database.update(
+                    conn,
+                    current.id,
+                    text=new_text,
+                    tags=new_tags,
+                    metadata=new_metadata,
+                    updated_at=time.time(),
+                    content_hash=digest,
+                    embedding=vector,
+                    model=self.model,
+                )
             self._catch_up()
         return self.get(current.id)
 
@@ -277,8 +340,9 @@ class MemoryService:
 
     def _refuse_if_read_only(self) -> None:
         if self.settings.read_only:
-            raise ReadOnlyError("this server is read-only (LTMC_READ_ONLY): memories cannot be stored, changed or "
-                                "deleted")
+            raise ReadOnlyError(
+                "this server is read-only (LTMC_READ_ONLY): memories cannot be stored, changed or deleted"
+            )
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -329,12 +393,16 @@ class MemoryService:
             data = copy.serialize()
             del copy
             try:
-                manifest = self.snapshots.save(data, count, self.embedder.dimension, self.model, seq,
-                                               self.db.database_id)
+                manifest = self.snapshots.save(
+                    data, count, self.embedder.dimension, self.model, seq, self.db.database_id
+                )
             except StorageError as exc:
                 self.last_snapshot_error = str(exc)
-                log.error("index snapshot not saved: %s (memories are safe in %s; the index will be rebuilt from it)",
-                          exc, self.settings.paths.db_path)
+                log.error(
+                    "index snapshot not saved: %s (memories are safe in %s; the index will be rebuilt from it)",
+                    exc,
+                    self.settings.paths.db_path,
+                )
                 if raise_errors:
                     raise
                 return False
@@ -343,8 +411,9 @@ class MemoryService:
             self.last_snapshot_error = None
             if manifest is not None:
                 self.last_snapshot_at = manifest.saved_at
-                log.info("saved index snapshot %s: %d vectors up to change %d", self.settings.paths.index_path,
-                         count, seq)
+                log.info(
+                    "saved index snapshot %s: %d vectors up to change %d", self.settings.paths.index_path, count, seq
+                )
             return manifest is not None
 
     def _save_when_due(self) -> None:

@@ -43,9 +43,7 @@ def namespace(value: object, allow_none: bool = False) -> str | None:
             return None
         return DEFAULT_NAMESPACE
     if not isinstance(value, str) or not _NAMESPACE.match(value):
-        raise InvalidInput(
-            f"namespace {value!r} is invalid: use 1-64 characters from letters, digits and _ . : @ / -"
-        )
+        raise InvalidInput(f"namespace {value!r} is invalid: use 1-64 characters from letters, digits and _ . : @ / -")
     return value
 
 

@@ -32,14 +32,19 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     fixture) and the hashing embedder. Every process started is killed at teardown."""
     started: list[ServerProcess] = []
 
-    def start(transport: str = "http", *args: str, env: dict[str, str] | None = None, wait: bool = True,
-              port: int | None = 0) -> ServerProcess:
+    def start(
+        transport: str = "http", *args: str, env: dict[str, str] | None = None, wait: bool = True, port: int | None = 0
+    ) -> ServerProcess:
         command = [sys.executable, "-m", "ltms", "serve", "--transport", transport, *args]
         if transport != "stdio" and port is not None:
             port = port or free_port()
             command += ["--port", str(port)]
-        server = ServerProcess(command, env if env is not None else child_env(tmp_path / "data"),
-                               tmp_path / f"server-{len(started)}.log", port if transport != "stdio" else None)
+        server = ServerProcess(
+            command,
+            env if env is not None else child_env(tmp_path / "data"),
+            tmp_path / f"server-{len(started)}.log",
+            port if transport != "stdio" else None,
+        )
         started.append(server)
         if wait and server.port is not None:
             server.wait_healthy()
@@ -55,8 +60,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 2 MiB tmpfs mounted for the test (needs root, as in CI here), for disk-full trials."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=700", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=700", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:

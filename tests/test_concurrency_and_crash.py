@@ -43,9 +43,16 @@ def test_two_processes_write_at_once_and_each_sees_everything(tmp_path: Path) ->
     barrier.mkdir()
     count = 40
     env = hash_env(data, LTMC_SNAPSHOT_EVERY="7", LTMC_SNAPSHOT_QUIET_SECONDS="0.2")
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, name, str(count), str(barrier)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name in ("alpha", "beta")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, name, str(count), str(barrier)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("alpha", "beta")
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
@@ -72,8 +79,9 @@ for i in itertools.count():
 def run_until_killed(data: Path, delay: float, round_: int) -> list[tuple[int, str]]:
     """Start a writer, SIGKILL it after `delay` seconds, return every (id, i) it acknowledged."""
     env = hash_env(data, LTMC_SNAPSHOT_EVERY="25", LTMC_SNAPSHOT_QUIET_SECONDS="0.1", ROUND=str(round_))
-    proc = subprocess.Popen([sys.executable, "-c", STREAM], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STREAM], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     acked: list[tuple[int, str]] = []
 
     def read() -> None:

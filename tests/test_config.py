@@ -25,14 +25,17 @@ def test_flag_beats_environment(tmp_path: Path) -> None:
     assert Settings.load(env={"LTMC_DATA_DIR": str(tmp_path), "LTMC_HTTP_PORT": "6000"}).http_port == 6000
 
 
-@pytest.mark.parametrize(("env", "flags", "message"), [
-    ({"LTMC_HTTP_PORT": "70000"}, {}, "LTMC_HTTP_PORT='70000' is invalid: must be between 0 and 65535"),
-    ({}, {"http_port": 70000}, "--http-port 70000 is invalid: must be between 0 and 65535"),
-    ({"LTMC_READ_ONLY": "maybe"}, {}, "LTMC_READ_ONLY='maybe' is invalid"),
-    ({"LTMC_EMBEDDER": "gpt"}, {}, "must be one of minilm, hash"),
-    ({"LTMC_SNAPSHOT_QUIET_SECONDS": "-1"}, {}, "greater than 0"),
-    ({"LTMC_MAX_TEXT_BYTES": "lots"}, {}, "LTMC_MAX_TEXT_BYTES='lots' is invalid"),
-])
+@pytest.mark.parametrize(
+    ("env", "flags", "message"),
+    [
+        ({"LTMC_HTTP_PORT": "70000"}, {}, "LTMC_HTTP_PORT='70000' is invalid: must be between 0 and 65535"),
+        ({}, {"http_port": 70000}, "--http-port 70000 is invalid: must be between 0 and 65535"),
+        ({"LTMC_READ_ONLY": "maybe"}, {}, "LTMC_READ_ONLY='maybe' is invalid"),
+        ({"LTMC_EMBEDDER": "gpt"}, {}, "must be one of minilm, hash"),
+        ({"LTMC_SNAPSHOT_QUIET_SECONDS": "-1"}, {}, "greater than 0"),
+        ({"LTMC_MAX_TEXT_BYTES": "lots"}, {}, "LTMC_MAX_TEXT_BYTES='lots' is invalid"),
+    ],
+)
 def test_bad_values_name_the_setting(tmp_path: Path, env: dict[str, str], flags: dict, message: str) -> None:
     with pytest.raises(InvalidInput) as info:
         Settings.load(env={"LTMC_DATA_DIR": str(tmp_path), **env}, **flags)

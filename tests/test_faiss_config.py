@@ -97,7 +97,12 @@ def test_original_bug_regression_bare_name_from_another_cwd(tmp_path: Path) -> N
     assert list(cwd.iterdir()) == []
     assert (data / "faiss_index").is_file()
     assert (data / "faiss_index.manifest.json").is_file()
-    run_python(code.replace("s.store('remember the original bug')",
-                            "assert s.index_state == 'loaded', s.index_state\n    assert s.index.ntotal == 1"),
-               env, cwd=cwd)
+    run_python(
+        code.replace(
+            "s.store('remember the original bug')",
+            "assert s.index_state == 'loaded', s.index_state\n    assert s.index.ntotal == 1",
+        ),
+        env,
+        cwd=cwd,
+    )
     assert list(cwd.iterdir()) == []

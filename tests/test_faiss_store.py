@@ -75,8 +75,11 @@ def test_save_and_load_round_trip_with_manifest(tmp_path: Path) -> None:
     assert loaded.search(query, 5) == index.search(query, 5)
     assert loaded_manifest.last_seq == 20
     # No temporary files are left behind.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["faiss_index", "faiss_index.lock",
-                                                           "faiss_index.manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "faiss_index",
+        "faiss_index.lock",
+        "faiss_index.manifest.json",
+    ]
 
 
 def test_missing_snapshot(tmp_path: Path) -> None:

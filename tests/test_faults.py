@@ -73,8 +73,13 @@ def test_permission_denied_names_the_directory(tmp_path: Path) -> None:
     data.mkdir(mode=0o700)
     env = hash_env(data)
     command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "ltms", "stats"]
-    probe = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                            "import ltms"], env=env, capture_output=True, text=True, cwd="/")
+    probe = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", "import ltms"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
     if probe.returncode != 0:
         pytest.skip(f"the unprivileged user cannot run this checkout's Python: {probe.stderr.strip()[-200:]}")
     result = subprocess.run(command, env=env, capture_output=True, text=True, cwd="/", timeout=60)

@@ -39,14 +39,16 @@ def memories_of(data_dir: Path) -> list[tuple[str, str, list[str], dict, float]]
         return sorted(rows)
 
 
-def assert_same_memories(a: list[tuple[str, str, list[str], dict, float]],
-                         b: list[tuple[str, str, list[str], dict, float]]) -> None:
+def assert_same_memories(
+    a: list[tuple[str, str, list[str], dict, float]], b: list[tuple[str, str, list[str], dict, float]]
+) -> None:
     """Equal in every field; created_at equal to the microsecond that export keeps."""
     assert [row[:4] for row in a] == [row[:4] for row in b]
     assert [row[4] for row in a] == pytest.approx([row[4] for row in b], abs=2e-6, rel=0)
 
 
 # -- export / import -----------------------------------------------------------------------------------------
+
 
 def test_export_import_round_trip_into_a_fresh_directory(tmp_path: Path) -> None:
     source, target = tmp_path / "source", tmp_path / "fresh" / "target"
@@ -102,7 +104,7 @@ def test_malformed_line_imports_nothing(tmp_path: Path) -> None:
         '{"text": "x", "tags": "pets"}': "line 1: tags must be a list",
         '{"text": "x", "created_at": "yesterday"}': "line 1: created_at 'yesterday' is not an ISO 8601",
         '{"txt": "x"}': "line 1: unknown field(s) 'txt'",
-        '[1, 2]': "line 1: expected a JSON object",
+        "[1, 2]": "line 1: expected a JSON object",
     }
     settings = hash_settings(data)
     for line, expected in cases.items():  # the messages, in process; the CLI path is exercised above and below
@@ -115,15 +117,17 @@ def test_malformed_line_imports_nothing(tmp_path: Path) -> None:
     assert "2 malformed lines" in error and "line 2: not valid UTF-8" in error
     assert "line 3: text must be a string" in result.stderr
     assert not (tmp_path / "never").exists(), "a rejected import must not even create the data directory"
-    assert "cannot read" in one_line_error(ltmc("import", str(tmp_path / "missing.jsonl"), data_dir=data,
-                                                cwd=tmp_path))
+    assert "cannot read" in one_line_error(ltmc("import", str(tmp_path / "missing.jsonl"), data_dir=data, cwd=tmp_path))
 
 
 def test_import_keeps_created_at_and_dedups_within_the_file(tmp_path: Path) -> None:
     data = tmp_path / "data"
     dump = tmp_path / "in.jsonl"
-    rows = [{"text": "same text", "created_at": "2020-01-02T03:04:05.123456Z"}, {"text": "same text"},
-            {"text": "same text", "namespace": "other", "created_at": 1577934245.5}]
+    rows = [
+        {"text": "same text", "created_at": "2020-01-02T03:04:05.123456Z"},
+        {"text": "same text"},
+        {"text": "same text", "namespace": "other", "created_at": 1577934245.5},
+    ]
     dump.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
     result = ltmc("import", str(dump), data_dir=data, cwd=tmp_path)
     assert "imported 2, already present 1" in result.stdout, result.stderr
@@ -132,6 +136,7 @@ def test_import_keeps_created_at_and_dedups_within_the_file(tmp_path: Path) -> N
 
 
 # -- reindex -------------------------------------------------------------------------------------------------
+
 
 def test_reindex_rebuilds_from_the_database(tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -177,6 +182,7 @@ def test_reembed_is_the_way_out_of_a_model_mismatch(tmp_path: Path) -> None:
 
 # -- stats ---------------------------------------------------------------------------------------------------
 
+
 def test_stats_table_and_json(tmp_path: Path) -> None:
     data = tmp_path / "data"
     build_store(data)
@@ -193,6 +199,7 @@ def test_stats_table_and_json(tmp_path: Path) -> None:
 
 
 # -- progress ------------------------------------------------------------------------------------------------
+
 
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
@@ -223,8 +230,15 @@ def test_long_commands_show_progress_on_a_terminal_and_stay_quiet_in_pipes(tmp_p
     leader, follower = pty.openpty()
     try:
         env = hash_env(data, LTMC_LOG_LEVEL="warning")
-        run = subprocess.run([sys.executable, "-m", "ltms", "reindex"], cwd=tmp_path, env=env, stderr=follower,
-                             stdout=subprocess.PIPE, text=True, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-m", "ltms", "reindex"],
+            cwd=tmp_path,
+            env=env,
+            stderr=follower,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
         os.close(follower)
         drawn = b""
         while True:
@@ -257,8 +271,13 @@ def test_import_shows_progress_per_chunk() -> None:
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     build_store(tmp_path / "data")
     env = hash_env(tmp_path / "data")
-    proc = subprocess.Popen([sys.executable, "-m", "ltms", "doctor", "--json"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ltms", "doctor", "--json"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.read(10)
     proc.stdout.close()  # like `| head -c 10`

@@ -219,8 +219,13 @@ def test_wrapper_works_from_a_copy_without_the_package_installed(tmp_path: Path)
     (checkout / "faiss_index").write_bytes(b"left next to the scripts")
     env = hash_env(tmp_path / "data", LTMC_LOG_LEVEL="warning")
     env.pop("PYTHONPATH")
-    run = subprocess.run([sys.executable, "-I", str(checkout / "fix_faiss_persistence.py"), "--json"],
-                         cwd="/", env=env, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-I", str(checkout / "fix_faiss_persistence.py"), "--json"],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     report = json.loads(run.stdout)
     assert run.returncode == 1 and codes(report) == ["stray_index_file"], run.stderr
     assert report["problems"][0]["path"] == str(checkout / "faiss_index")

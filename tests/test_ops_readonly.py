@@ -29,8 +29,10 @@ def _nobody() -> pwd.struct_passwd | None:
         return None
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None or _nobody() is None,
-                    reason="needs root, setpriv and a `nobody` user to run the CLI unprivileged")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None or _nobody() is None,
+    reason="needs root, setpriv and a `nobody` user to run the CLI unprivileged",
+)
 def test_readonly_as_unprivileged_user() -> None:
     nobody = _nobody()
     assert nobody is not None
@@ -45,8 +47,16 @@ def test_readonly_as_unprivileged_user() -> None:
         env = hash_env(data, LTMC_LOG_LEVEL="warning", HOME=str(base))
 
         def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-            command = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
-                       sys.executable, "-m", "ltms", *args]
+            command = [
+                "setpriv",
+                f"--reuid={nobody.pw_uid}",
+                f"--regid={nobody.pw_gid}",
+                "--clear-groups",
+                sys.executable,
+                "-m",
+                "ltms",
+                *args,
+            ]
             return subprocess.run(command, cwd=base, env=env, capture_output=True, text=True, timeout=60)
 
         probe = as_nobody("--version")

@@ -24,8 +24,11 @@ COMMANDS = {
 }
 # Exit status per (state, command). Export reads the database read-only, so it still works (and is the way
 # to rescue the memories) when the data directory cannot be written.
-FAILS = {("corrupt", "doctor"), ("stray", "doctor"),
-         *(("read-only", c) for c in ("doctor", "doctor-fix", "reindex", "import", "stats"))}
+FAILS = {
+    ("corrupt", "doctor"),
+    ("stray", "doctor"),
+    *(("read-only", c) for c in ("doctor", "doctor-fix", "reindex", "import", "stats")),
+}
 STATES = ["healthy", "fresh", "empty", "corrupt", "stray", "read-only"]
 IMPORTED = [{"text": "imported one", "namespace": "imports"}, {"text": "imported two", "tags": ["t"]}]
 
@@ -59,8 +62,12 @@ def prepared(state: str, tmp: Path) -> Iterator[tuple[Path, Path]]:
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_command_on_store(state: str, command: str, tmp_path: Path) -> None:
     args = [a.format(tmp=tmp_path) for a in COMMANDS[command]]
-    stored = {"healthy": len(MEMORIES), "corrupt": len(MEMORIES), "stray": len(MEMORIES),
-              "read-only": len(MEMORIES)}.get(state, 0)
+    stored = {
+        "healthy": len(MEMORIES),
+        "corrupt": len(MEMORIES),
+        "stray": len(MEMORIES),
+        "read-only": len(MEMORIES),
+    }.get(state, 0)
     with prepared(state, tmp_path) as (data, cwd):
         before = listing(data)
         result = ltmc(*args, data_dir=data, cwd=cwd)
@@ -68,8 +75,11 @@ def test_command_on_store(state: str, command: str, tmp_path: Path) -> None:
             assert result.returncode == 1, result.stdout + result.stderr
             assert "Traceback" not in result.stderr
             if command.startswith("doctor"):
-                expected = {"corrupt": "snapshot_corrupt", "stray": "stray_index_file",
-                            "read-only": "data_dir_not_writable"}[state]
+                expected = {
+                    "corrupt": "snapshot_corrupt",
+                    "stray": "stray_index_file",
+                    "read-only": "data_dir_not_writable",
+                }[state]
                 assert f"{expected}:" in result.stdout
             else:
                 assert str(data) in one_line_error(result)

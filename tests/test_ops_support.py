@@ -27,18 +27,31 @@ MEMORIES: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("the quarterly report is due on friday", ["work"], {"priority": "high"}, "work"),
     ("remember to rotate the api keys", ["work", "security"], {}, "work"),
     ("unicode text: café, naïve, 日本語, emoji 🙂", [], {"lang": ["fr", "ja"]}, "misc"),
-    ("a line\nwith a newline and a \"quote\"", ["tricky"], {"nested": {"a": [1, 2, None]}}, "misc"),
+    ('a line\nwith a newline and a "quote"', ["tricky"], {"nested": {"a": [1, 2, None]}}, "misc"),
 ]
 QUERIES = ["cat on a mat", "report due friday", "api keys", "walks in the park", "café"]
 
 
-def ltmc(*args: str, data_dir: Path, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None,
-         timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def ltmc(
+    *args: str,
+    data_dir: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m ltms ARGS` on `data_dir` with the hashing embedder."""
     full_env = hash_env(data_dir, LTMC_LOG_LEVEL="warning")
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "ltms", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, input=stdin, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ltms", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+    )
 
 
 def doctor_json(data_dir: Path, cwd: Path, *extra: str) -> tuple[int, dict[str, Any]]:
@@ -51,8 +64,11 @@ def codes(report: dict[str, Any]) -> list[str]:
     return sorted(p["code"] for p in report["problems"])
 
 
-def build_store(data_dir: Path, memories: Sequence[tuple[str, list[str], dict[str, Any], str]] = MEMORIES,
-                embedder: Embedder | None = None) -> None:
+def build_store(
+    data_dir: Path,
+    memories: Sequence[tuple[str, list[str], dict[str, Any], str]] = MEMORIES,
+    embedder: Embedder | None = None,
+) -> None:
     with MemoryService(hash_settings(data_dir), embedder, background_saves=False) as service:
         service.store_many(list(memories))
 
@@ -61,8 +77,10 @@ def search_results(data_dir: Path, queries: Sequence[str] = QUERIES) -> list[lis
     """Every hit for each query, best first; equal scores in a fixed order (FAISS orders ties by index position,
     which legitimately differs between two stores holding the same memories)."""
     with MemoryService(hash_settings(data_dir), background_saves=False) as service:
-        return [sorted((-round(hit.score, 5), hit.memory.namespace, hit.memory.text)
-                       for hit in service.retrieve(q, k=20)) for q in queries]
+        return [
+            sorted((-round(hit.score, 5), hit.memory.namespace, hit.memory.text) for hit in service.retrieve(q, k=20))
+            for q in queries
+        ]
 
 
 def corrupt_snapshot(data_dir: Path) -> None:
@@ -128,13 +146,27 @@ def read_only(path: Path) -> Iterator[str]:
             path.chmod(mode)
         return
     if not _immutable_works(path):
-        pytest.skip("running as root and `chattr +i` is unavailable here: no way to make a directory read-only "
-                    "for root (see test_readonly_as_unprivileged_user and test_data_dir_is_a_file)")
+        pytest.skip(
+            "running as root and `chattr +i` is unavailable here: no way to make a directory read-only "
+            "for root (see test_readonly_as_unprivileged_user and test_data_dir_is_a_file)"
+        )
     try:
         yield "chattr +i"
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
-__all__ = ["MEMORIES", "QUERIES", "REPO", "build_store", "codes", "corrupt_snapshot", "doctor_json", "listing",
-           "ltmc", "one_line_error", "read_only", "search_results"]
+__all__ = [
+    "MEMORIES",
+    "QUERIES",
+    "REPO",
+    "build_store",
+    "codes",
+    "corrupt_snapshot",
+    "doctor_json",
+    "listing",
+    "ltmc",
+    "one_line_error",
+    "read_only",
+    "search_results",
+]

@@ -35,13 +35,21 @@ pytestmark = pytest.mark.anyio
 StartServer = Callable[..., ServerProcess]
 HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 PROTOCOL = "2025-06-18"
-INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
 
 
 def tool_call(name: str, arguments: Any, request_id: int = 50) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": name,
-                                                                                  "arguments": arguments}}
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
 
 
 def store(**arguments: Any) -> dict[str, Any]:
@@ -54,14 +62,21 @@ REFUSED: dict[str, bytes | dict[str, Any] | list[Any]] = {
     "not JSON": b"{this is not json",
     "truncated JSON": b'{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "store_',
     "invalid UTF-8": b'{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "store_memory", '
-                     b'"arguments": {"text": "caf\xc3\x28 \xff\xfe"}}}',
+    b'"arguments": {"text": "caf\xc3\x28 \xff\xfe"}}}',
     "JSON null": b"null",
     "JSON number": b"42",
     "missing method": {"jsonrpc": "2.0", "id": 2},
-    "wrong jsonrpc version": {"jsonrpc": "1.0", "id": 3, "method": "tools/call",
-                              "params": {"name": "store_memory", "arguments": {"text": "v1"}}},
-    "no jsonrpc member": {"id": 3, "method": "tools/call", "params": {"name": "store_memory",
-                                                                      "arguments": {"text": "no version"}}},
+    "wrong jsonrpc version": {
+        "jsonrpc": "1.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "store_memory", "arguments": {"text": "v1"}},
+    },
+    "no jsonrpc member": {
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "store_memory", "arguments": {"text": "no version"}},
+    },
     "batch array": [store(), store(text="second in batch")],
     "empty batch": [],
     "params is a list": {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": ["store_memory", {}]},
@@ -72,8 +87,7 @@ REFUSED: dict[str, bytes | dict[str, Any] | list[Any]] = {
     "unknown tool": tool_call("drop_all_memories", {}),
     "unknown method": {"jsonrpc": "2.0", "id": 5, "method": "memories/delete_all", "params": {}},
     "metadata nested 5000 deep": b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"store_memory",'
-                                 b'"arguments":{"text":"deep","metadata":' + b'{"x":' * 5000 + b"1" + b"}" * 5000
-                                 + b"}}}",
+    b'"arguments":{"text":"deep","metadata":' + b'{"x":' * 5000 + b"1" + b"}" * 5000 + b"}}}",
     "lone surrogate in text": store(text="before \ud800 after"),
     "lone low surrogate in text": store(text="\udfff"),
     "lone surrogate in a tag": store(tags=["ok", "bad\udc80"]),
@@ -96,9 +110,9 @@ REFUSED: dict[str, bytes | dict[str, Any] | list[Any]] = {
     "k = 2**70": tool_call("retrieve_memory", {"query": "q", "k": 2**70}),
     "id = 2**70": tool_call("delete_memory", {"id": 2**70}),
     "id = true": tool_call("delete_memory", {"id": True}),
-    "id = \"1\"": tool_call("delete_memory", {"id": "1"}),
+    'id = "1"': tool_call("delete_memory", {"id": "1"}),
     "min_score = NaN": b'{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"retrieve_memory",'
-                       b'"arguments":{"query":"q","min_score":NaN}}}',
+    b'"arguments":{"query":"q","min_score":NaN}}}',
     "update to a duplicate text": tool_call("update_memory", {"id": 2, "text": "first memory of the baseline"}),
     "update an unknown id": tool_call("update_memory", {"id": 999_999, "text": "new"}),
     "delete an unknown id": tool_call("delete_memory", {"id": 999_999}),
@@ -112,8 +126,11 @@ class RawSession:
         self.url = url
         response = httpx2.post(url, json=INIT, headers=HEADERS, timeout=30)
         assert response.status_code == 200, response.text
-        self.headers = {**HEADERS, "mcp-session-id": response.headers["mcp-session-id"],
-                        "mcp-protocol-version": PROTOCOL}
+        self.headers = {
+            **HEADERS,
+            "mcp-session-id": response.headers["mcp-session-id"],
+            "mcp-protocol-version": PROTOCOL,
+        }
         self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     def post(self, body: bytes | dict[str, Any] | list[Any]) -> tuple[int, list[dict[str, Any]]]:
@@ -146,12 +163,12 @@ def refused(status: int, messages: list[dict[str, Any]]) -> bool:
         return True
     if status == 202:  # taken as a notification: never executed, nothing answered
         return True
-    return status == 200 and bool(messages) and all(
-        "error" in m or m.get("result", {}).get("isError") for m in messages)
+    return (
+        status == 200 and bool(messages) and all("error" in m or m.get("result", {}).get("isError") for m in messages)
+    )
 
 
-def test_malformed_json_rpc_and_bad_values_over_http_change_nothing(start_server: StartServer,
-                                                                     data_dir: Path) -> None:
+def test_malformed_json_rpc_and_bad_values_over_http_change_nothing(start_server: StartServer, data_dir: Path) -> None:
     server = start_server("http")
     session = RawSession(f"{server.base_url}/mcp")
     session.call("store_memory", {"text": "first memory of the baseline"})
@@ -210,21 +227,30 @@ async def test_wrong_types_for_every_argument_of_every_tool(start_server: StartS
                     assert name in message and "internal server error" not in message, message
                     after = await call(client, "memory_stats", {})
                     assert (after["memories"], after["index"]["applied_change"]) == (
-                        before["memories"], before["index"]["applied_change"]), f"{tool.name}({arguments})"
+                        before["memories"],
+                        before["index"]["applied_change"],
+                    ), f"{tool.name}({arguments})"
         assert tried >= 30
         assert (await call(client, "get_memory", {"id": kept["id"]}))["text"] == text
 
 
 def test_malformed_lines_over_stdio_change_nothing_and_the_server_answers_after(data_dir: Path) -> None:
-    lines: list[bytes] = [json.dumps(INIT).encode(),
-                          json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode()]
+    lines: list[bytes] = [
+        json.dumps(INIT).encode(),
+        json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode(),
+    ]
     for n, body in enumerate(REFUSED.values(), start=100):  # one id per request: answers are told apart
         if isinstance(body, dict) and "id" in body:
             body = {**body, "id": n}
         lines.append(body if isinstance(body, bytes) else json.dumps(body).encode())
     lines.append(json.dumps(tool_call("memory_stats", {}, request_id=99)).encode())
-    proc = subprocess.Popen([sys.executable, "-m", "ltms", "serve", "--transport", "stdio"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(data_dir))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ltms", "serve", "--transport", "stdio"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_env(data_dir),
+    )
     answers: queue.Queue[bytes] = queue.Queue()
     threading.Thread(target=lambda: [answers.put(line) for line in proc.stdout], daemon=True).start()  # type: ignore
     try:
@@ -253,17 +279,45 @@ def test_malformed_lines_over_stdio_change_nothing_and_the_server_answers_after(
 
 # -- property-based fuzz of the tool arguments (in process) ----------------------------------------------------------
 
-TOOLS = ["store_memory", "retrieve_memory", "get_memory", "list_memories", "update_memory", "delete_memory",
-         "memory_stats"]
-ARG_NAMES = ["text", "query", "id", "k", "tags", "metadata", "namespace", "since", "until", "min_score", "limit",
-             "offset", "bogus"]
+TOOLS = [
+    "store_memory",
+    "retrieve_memory",
+    "get_memory",
+    "list_memories",
+    "update_memory",
+    "delete_memory",
+    "memory_stats",
+]
+ARG_NAMES = [
+    "text",
+    "query",
+    "id",
+    "k",
+    "tags",
+    "metadata",
+    "namespace",
+    "since",
+    "until",
+    "min_score",
+    "limit",
+    "offset",
+    "bogus",
+]
 # Any encodable character, NUL and control characters included. Lone surrogates cannot be sent by the SDK client
 # (it fails to encode them before sending); the raw HTTP and stdio tests above send them as JSON escapes.
 any_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
-json_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-                | st.floats(allow_nan=True, allow_infinity=True) | any_text)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(any_text, inner, max_size=4), max_leaves=12)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | any_text
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
+    max_leaves=12,
+)
 plausible = {
     "text": any_text | st.sampled_from(["a plain memory", "x" * 33_000, "  "]),
     "query": any_text,
@@ -282,7 +336,9 @@ plausible = {
 fuzz_calls = st.tuples(
     st.sampled_from(TOOLS),
     st.lists(st.sampled_from(ARG_NAMES), unique=True, max_size=5).flatmap(
-        lambda names: st.fixed_dictionaries({name: plausible[name] for name in names})))
+        lambda names: st.fixed_dictionaries({name: plausible[name] for name in names})
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -305,11 +361,17 @@ def store_state(service: MemoryService) -> tuple[int, int]:
     return service.db.count(), service.db.max_seq()
 
 
-@settings(max_examples=250, deadline=None, database=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=250,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(case=fuzz_calls)
 async def test_fuzzed_tool_arguments_fail_cleanly_and_change_nothing_when_refused(
-        fuzz_client: Client, fuzz_service: MemoryService, case: tuple[str, dict[str, Any]]) -> None:
+    fuzz_client: Client, fuzz_service: MemoryService, case: tuple[str, dict[str, Any]]
+) -> None:
     tool, arguments = case
     before = store_state(fuzz_service)
     result = await fuzz_client.call_tool(tool, arguments)

@@ -29,7 +29,8 @@ OPS = 15  # per client: a store, a retrieve of it, a get and a retrieve of anoth
 
 
 async def test_stdio_and_http_servers_on_one_directory_with_concurrent_clients(
-        start_server: StartServer, data_dir: Path) -> None:
+    start_server: StartServer, data_dir: Path
+) -> None:
     # Frequent snapshot saves from both processes: they must take turns on the snapshot file.
     env = child_env(data_dir, LTMC_SNAPSHOT_EVERY="10", LTMC_SNAPSHOT_QUIET_SECONDS="0.2")
     http = start_server("http", env=env)
@@ -39,6 +40,7 @@ async def test_stdio_and_http_servers_on_one_directory_with_concurrent_clients(
         async with Client(stdio_params(env)) as stdio:
             async with anyio.create_task_group() as tg:
                 for n in range(HTTP_CLIENTS):
+
                     async def run_http(n: int = n) -> None:
                         async with http_client(f"{http.base_url}/mcp", mode="legacy" if n % 2 else "auto") as c:
                             await mixed_client(c, f"http{n}", ledgers[n], shared, OPS, rng_seed=n)
@@ -65,8 +67,19 @@ async def test_stdio_and_http_servers_on_one_directory_with_concurrent_clients(
 def test_long_run_8_http_clients_and_stdio_100_rounds_each(tmp_path: Path) -> None:
     """`pytest -m slow`: bench/reliability/concurrency.py, the README's concurrency figure."""
     out = tmp_path / "concurrency.json"
-    result = run_script([sys.executable, str(REPO / "bench" / "reliability" / "concurrency.py"),
-                         "--http-clients", "8", "--ops", "100", "--json", str(out)], timeout=1800)
+    result = run_script(
+        [
+            sys.executable,
+            str(REPO / "bench" / "reliability" / "concurrency.py"),
+            "--http-clients",
+            "8",
+            "--ops",
+            "100",
+            "--json",
+            str(out),
+        ],
+        timeout=1800,
+    )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["errors"] == [] and figures["lost_stdio"] == figures["lost_http"] == 0

@@ -32,15 +32,17 @@ CRASH_ENV = {"LTMC_SNAPSHOT_EVERY": "20", "LTMC_SNAPSHOT_QUIET_SECONDS": "0.1"}
 
 
 async def test_sigkill_of_an_http_server_mid_stores_loses_no_acknowledged_memory(
-        start_server: StartServer, data_dir: Path) -> None:
+    start_server: StartServer, data_dir: Path
+) -> None:
     env = child_env(data_dir, **CRASH_ENV)
     rng = random.Random(5)
     ledger = Ledger()
     server = start_server("http", env=env)
     for trial in range(3):
         before = len(ledger.acked)
-        acked = await store_until_killed(f"{server.base_url}/mcp", ledger, f"crash{trial}", server.proc.kill,
-                                         delay=rng.uniform(0.0, 1.2))
+        acked = await store_until_killed(
+            f"{server.base_url}/mcp", ledger, f"crash{trial}", server.proc.kill, delay=rng.uniform(0.0, 1.2)
+        )
         assert server.proc.wait(10) == -9
         assert acked > 0, "nothing was acknowledged before the kill"
 
@@ -61,8 +63,9 @@ class Killed(BaseException):
     """Stands for SIGKILL at one exact point: nothing after it runs (no except, no finally that saves)."""
 
 
-def test_a_kill_between_writing_the_index_and_its_manifest_leaves_a_loadable_snapshot(tmp_path: Path,
-                                                                                      monkeypatch) -> None:
+def test_a_kill_between_writing_the_index_and_its_manifest_leaves_a_loadable_snapshot(
+    tmp_path: Path, monkeypatch
+) -> None:
     """A snapshot is two files, each replaced atomically. Killed between the two replacements, the directory holds
     the new index beside the old manifest: that must still load (seen in the 200-trial runs as 'rebuilt')."""
     data = tmp_path / "data"
@@ -96,9 +99,21 @@ def test_a_kill_between_writing_the_index_and_its_manifest_leaves_a_loadable_sna
 def test_200_service_level_kill_9_trials_lose_nothing(tmp_path: Path) -> None:
     """`pytest -m slow`: the long run behind the README figure (several minutes on 2 cores)."""
     out = tmp_path / "crash.json"
-    result = run_script([sys.executable, str(REPO / "bench" / "reliability" / "crash_trials.py"),
-                         "--trials", "200", "--level", "service", "--json", str(out),
-                         "--work-dir", str(tmp_path / "work")], timeout=3600)
+    result = run_script(
+        [
+            sys.executable,
+            str(REPO / "bench" / "reliability" / "crash_trials.py"),
+            "--trials",
+            "200",
+            "--level",
+            "service",
+            "--json",
+            str(out),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        timeout=3600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["trials"] == 200 and figures["lost"] == 0 and figures["acknowledged"] > 0
@@ -107,10 +122,21 @@ def test_200_service_level_kill_9_trials_lose_nothing(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_30_server_level_kill_9_trials_lose_nothing(tmp_path: Path) -> None:
     out = tmp_path / "crash.json"
-    result = run_script([sys.executable, str(REPO / "bench" / "reliability" / "crash_trials.py"),
-                         "--trials", "30", "--level", "server", "--json", str(out),
-                         "--work-dir", str(tmp_path / "work")], timeout=3600)
+    result = run_script(
+        [
+            sys.executable,
+            str(REPO / "bench" / "reliability" / "crash_trials.py"),
+            "--trials",
+            "30",
+            "--level",
+            "server",
+            "--json",
+            str(out),
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        timeout=3600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["trials"] == 30 and figures["lost"] == 0 and figures["acknowledged"] > 0
-

@@ -54,10 +54,12 @@ def foreign_snapshot(tmp_path: Path, count: int) -> Path:
 
 # -- the index snapshot replaced or deleted while the server runs -----------------------------------------------------
 
+
 @pytest.mark.parametrize("then", ["store, then stop", "kill"])
 @pytest.mark.parametrize("replacement", ["garbage", "another data dir's snapshot", "deleted"])
-async def test_snapshot_replaced_while_serving_loses_nothing(start_server: StartServer, data_dir: Path,
-                                                             tmp_path: Path, replacement: str, then: str) -> None:
+async def test_snapshot_replaced_while_serving_loses_nothing(
+    start_server: StartServer, data_dir: Path, tmp_path: Path, replacement: str, then: str
+) -> None:
     server = start_server("http", env=child_env(data_dir, **QUICK_SAVES))
     ledger = Ledger()
     async with http_client(f"{server.base_url}/mcp") as client:
@@ -140,8 +142,10 @@ def test_writes_to_a_deleted_database_are_refused(tmp_path: Path) -> None:
 
 # -- the data directory deleted while the server runs --------------------------------------------------------------
 
+
 async def test_data_directory_deleted_while_serving_refuses_writes_naming_the_path(
-        start_server: StartServer, data_dir: Path) -> None:
+    start_server: StartServer, data_dir: Path
+) -> None:
     server = start_server("http", env=child_env(data_dir, **QUICK_SAVES))
     ledger = Ledger()
     async with http_client(f"{server.base_url}/mcp") as client:
@@ -162,8 +166,10 @@ async def test_data_directory_deleted_while_serving_refuses_writes_naming_the_pa
 
 # -- disk full through the MCP server --------------------------------------------------------------------------------
 
+
 async def test_disk_full_under_store_memory_is_a_clear_error_and_the_server_recovers(
-        start_server: StartServer, small_disk: Path) -> None:
+    start_server: StartServer, small_disk: Path
+) -> None:
     data = small_disk / "data"
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (1024 * 1024))
@@ -199,4 +205,3 @@ async def test_disk_full_under_store_memory_is_a_clear_error_and_the_server_reco
     assert (seen.missing_get, seen.missing_retrieve) == ([], [])
     assert seen.memories == seen.vectors == len(ledger.acked)
     assert "Traceback" not in server.log()
-

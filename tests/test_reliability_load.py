@@ -16,8 +16,19 @@ from reliability_kit import run_script
 
 def test_four_clients_for_five_seconds_without_an_error(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
-    result = run_script([sys.executable, str(REPO / "bench" / "reliability" / "load.py"), "--clients", "4",
-                         "--seconds", "5", "--json", str(out)], timeout=300)
+    result = run_script(
+        [
+            sys.executable,
+            str(REPO / "bench" / "reliability" / "load.py"),
+            "--clients",
+            "4",
+            "--seconds",
+            "5",
+            "--json",
+            str(out),
+        ],
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["errors"] == 0, figures["error_samples"]
@@ -31,8 +42,19 @@ def test_four_clients_for_five_seconds_without_an_error(tmp_path: Path) -> None:
 def test_sixteen_clients_for_sixty_seconds_without_an_error(tmp_path: Path) -> None:
     """`pytest -m slow`: the README's load figure (16 clients, 60 s, hash embedder)."""
     out = tmp_path / "load.json"
-    result = run_script([sys.executable, str(REPO / "bench" / "reliability" / "load.py"), "--clients", "16",
-                         "--seconds", "60", "--json", str(out)], timeout=900)
+    result = run_script(
+        [
+            sys.executable,
+            str(REPO / "bench" / "reliability" / "load.py"),
+            "--clients",
+            "16",
+            "--seconds",
+            "60",
+            "--json",
+            str(out),
+        ],
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert figures["errors"] == 0 and figures["shutdown_status"] == 0 and figures["tracebacks"] == 0

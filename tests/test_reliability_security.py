@@ -45,8 +45,13 @@ async def test_the_bearer_token_is_compared_with_hmac_compare_digest(monkeypatch
     accepted = await verifier.verify_token(TOKEN)
     assert accepted is not None and accepted.token == TOKEN
     # Every decision went through the constant-time comparison, with the presented token as it came.
-    assert [a for a, _ in compared] == [b"wrong-token", TOKEN[:-1].encode(), (TOKEN + "x").encode(), b"",
-                                        TOKEN.encode()]
+    assert [a for a, _ in compared] == [
+        b"wrong-token",
+        TOKEN[:-1].encode(),
+        (TOKEN + "x").encode(),
+        b"",
+        TOKEN.encode(),
+    ]
     assert {b for _, b in compared} == {TOKEN.encode()}
 
 
@@ -56,21 +61,28 @@ async def test_odd_tokens_are_refused_without_an_exception() -> None:
         assert await verifier.verify_token(token) is None
 
 
-async def test_no_memory_text_in_the_server_log_and_owner_only_files(start_server: StartServer,
-                                                                     data_dir: Path) -> None:
+async def test_no_memory_text_in_the_server_log_and_owner_only_files(start_server: StartServer, data_dir: Path) -> None:
     server = start_server("http", env=child_env(data_dir, LTMC_AUTH_TOKEN=TOKEN, LTMC_SNAPSHOT_QUIET_SECONDS="0.1"))
     secret = "zebra-kumquat-7731 is the vault combination"
     async with http_client(f"{server.base_url}/mcp", TOKEN) as client:
-        stored = await call(client, "store_memory", {"text": secret, "tags": ["zebra-tag-7731"],
-                                                     "metadata": {"note": "zebra-meta-7731"}, "namespace": "vault"})
+        stored = await call(
+            client,
+            "store_memory",
+            {"text": secret, "tags": ["zebra-tag-7731"], "metadata": {"note": "zebra-meta-7731"}, "namespace": "vault"},
+        )
         await call(client, "retrieve_memory", {"query": "zebra-kumquat-7731 combination", "k": 3})
         await call(client, "get_memory", {"id": stored["id"]})
         await call(client, "list_memories", {"namespace": "vault"})
         await call(client, "update_memory", {"id": stored["id"], "text": secret + " (updated)"})
         # Refused calls carrying the secret: their error messages go to the client, not into the log.
-        for bad in [{"text": secret, "namespace": "not valid!"}, {"text": secret, "tags": "zebra-kumquat-7731"},
-                    {"text": secret, "metadata": ["zebra-kumquat-7731"]}, {"text": secret + "\x00"},
-                    {"text": [secret]}, {"text": secret * 2000}]:
+        for bad in [
+            {"text": secret, "namespace": "not valid!"},
+            {"text": secret, "tags": "zebra-kumquat-7731"},
+            {"text": secret, "metadata": ["zebra-kumquat-7731"]},
+            {"text": secret + "\x00"},
+            {"text": [secret]},
+            {"text": secret * 2000},
+        ]:
             assert (await client.call_tool("store_memory", bad)).is_error
         assert (await client.call_tool("retrieve_memory", {"query": secret, "k": 0})).is_error
         assert (await client.call_tool("update_memory", {"id": stored["id"], "text": 7731})).is_error
@@ -86,7 +98,6 @@ async def test_no_memory_text_in_the_server_log_and_owner_only_files(start_serve
 
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     created = sorted(data_dir.iterdir())
-    assert {p.name for p in created} >= {"ltmc.sqlite3", "faiss_index", "faiss_index.manifest.json",
-                                         "faiss_index.lock"}
+    assert {p.name for p in created} >= {"ltmc.sqlite3", "faiss_index", "faiss_index.manifest.json", "faiss_index.lock"}
     for path in created:
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path.name} is readable by others"

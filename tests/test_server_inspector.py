@@ -19,19 +19,33 @@ from test_server_support import REPO, ServerProcess, child_env
 
 INSPECTOR = REPO / "tests" / "inspector" / "node_modules" / ".bin" / "mcp-inspector"
 TOKEN = "inspector-token-0123456789abcdef"
-ALL_TOOLS = {"store_memory", "retrieve_memory", "get_memory", "list_memories", "update_memory", "delete_memory",
-             "memory_stats"}
+ALL_TOOLS = {
+    "store_memory",
+    "retrieve_memory",
+    "get_memory",
+    "list_memories",
+    "update_memory",
+    "delete_memory",
+    "memory_stats",
+}
 
 pytestmark = pytest.mark.skipif(
     not INSPECTOR.exists() or shutil.which("node") is None,
-    reason="MCP Inspector CLI not installed: run `npm ci` in tests/inspector (scripts/setup.sh --dev does)")
+    reason="MCP Inspector CLI not installed: run `npm ci` in tests/inspector (scripts/setup.sh --dev does)",
+)
 
 
 def inspector(tmp_path: Path, *args: str, expect_rc: int = 0) -> dict[str, Any]:
     home = tmp_path / "inspector-home"  # it writes ~/.mcp-inspector
     home.mkdir(exist_ok=True)
-    result = subprocess.run([str(INSPECTOR), "--cli", *args, "--format", "json", "-q"], capture_output=True,
-                            text=True, timeout=90, env={"HOME": str(home), "PATH": _path()}, cwd=tmp_path)
+    result = subprocess.run(
+        [str(INSPECTOR), "--cli", *args, "--format", "json", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={"HOME": str(home), "PATH": _path()},
+        cwd=tmp_path,
+    )
     assert result.returncode == expect_rc, f"rc {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     return json.loads(result.stdout.strip().splitlines()[-1]) if expect_rc == 0 else {}
 
@@ -61,9 +75,19 @@ def round_trip(tmp_path: Path, target: list[str], text: str) -> None:
 def test_inspector_over_stdio(tmp_path: Path, data_dir: Path) -> None:
     # The Inspector would take the server's --transport flag as its own: the server goes in a config file.
     config = tmp_path / "servers.json"
-    config.write_text(json.dumps({"mcpServers": {"ltmc": {
-        "command": sys.executable, "args": ["-m", "ltms", "serve", "--transport", "stdio"],
-        "env": child_env(data_dir)}}}))
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "ltmc": {
+                        "command": sys.executable,
+                        "args": ["-m", "ltms", "serve", "--transport", "stdio"],
+                        "env": child_env(data_dir),
+                    }
+                }
+            }
+        )
+    )
     round_trip(tmp_path, ["--config", str(config), "--server", "ltmc"], "the inspector speaks stdio")
 
 

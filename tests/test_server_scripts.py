@@ -14,7 +14,8 @@ from test_server_support import REPO, ServerProcess, child_env, free_port
 VENV = Path(sys.prefix)
 needs_installed_venv = pytest.mark.skipif(
     not (VENV / "bin" / "ltmc").exists(),
-    reason=f"start_server.sh needs a virtual environment with ltmc installed; {VENV} has none")
+    reason=f"start_server.sh needs a virtual environment with ltmc installed; {VENV} has none",
+)
 
 
 def script_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
@@ -69,20 +70,28 @@ def test_start_server_sh_refuses_an_unusable_data_dir_and_a_bad_transport(tmp_pa
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     env = script_env(tmp_path, free_port(), LTMC_DATA_DIR=str(blocker / "data"))
-    result = subprocess.run([str(REPO / "start_server.sh"), "http"], env=env, capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [str(REPO / "start_server.sh"), "http"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert result.returncode == 1 and f"start_server: cannot create directory {blocker / 'data'}" in result.stderr
     assert "Traceback" not in result.stderr
-    result = subprocess.run([str(REPO / "start_server.sh"), "carrier-pigeon"], env=env, capture_output=True,
-                            text=True, timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [str(REPO / "start_server.sh"), "carrier-pigeon"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and "usage" in result.stderr
 
 
 def test_start_dual_transport_py(tmp_path: Path, data_dir: Path) -> None:
     port = free_port()
     env = {k: v for k, v in child_env(data_dir).items() if k != "PYTHONPATH"}  # the script finds ltms itself
-    server = ServerProcess([sys.executable, str(REPO / "start_dual_transport.py"), "--port", str(port)], env,
-                           tmp_path / "server.log", port)
+    server = ServerProcess(
+        [sys.executable, str(REPO / "start_dual_transport.py"), "--port", str(port)], env, tmp_path / "server.log", port
+    )
     try:
         assert server.wait_healthy()["data_dir"] == str(data_dir)
         server.close_stdin()

@@ -23,8 +23,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_health(base_url: str, timeout: float = 60, failed: Callable[[], str | None] = lambda: None
-                    ) -> dict[str, Any]:
+def wait_for_health(
+    base_url: str, timeout: float = 60, failed: Callable[[], str | None] = lambda: None
+) -> dict[str, Any]:
     """Poll GET /health until it answers 200; `failed` returns a reason to give up early (the process died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -48,8 +49,9 @@ class ServerProcess:
         self.port = port
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(list(args), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, cwd=log_path.parent)
+        self.proc = subprocess.Popen(
+            list(args), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=log_path.parent
+        )
 
     @property
     def base_url(self) -> str:

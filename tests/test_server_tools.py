@@ -18,8 +18,15 @@ from ltms.service import MemoryService
 
 pytestmark = pytest.mark.anyio
 
-ALL_TOOLS = {"store_memory", "retrieve_memory", "get_memory", "list_memories", "update_memory", "delete_memory",
-             "memory_stats"}
+ALL_TOOLS = {
+    "store_memory",
+    "retrieve_memory",
+    "get_memory",
+    "list_memories",
+    "update_memory",
+    "delete_memory",
+    "memory_stats",
+}
 READING_TOOLS = {"retrieve_memory", "get_memory", "list_memories", "memory_stats"}
 
 
@@ -72,12 +79,20 @@ async def test_tools_have_names_descriptions_schemas_and_annotations(client: Cli
 
 
 async def test_store_retrieve_get_update_delete(client: Client) -> None:
-    stored = await ok(client, "store_memory", {"text": "The deploy key lives in the vault under ops/deploy.",
-                                               "tags": ["ops", "secrets"], "metadata": {"source": "chat"},
-                                               "namespace": "proj-a"})
+    stored = await ok(
+        client,
+        "store_memory",
+        {
+            "text": "The deploy key lives in the vault under ops/deploy.",
+            "tags": ["ops", "secrets"],
+            "metadata": {"source": "chat"},
+            "namespace": "proj-a",
+        },
+    )
     assert stored["created"] is True and stored["namespace"] == "proj-a" and stored["created_at"].endswith("Z")
-    again = await ok(client, "store_memory", {"text": "The deploy key lives in the vault under ops/deploy.",
-                                              "namespace": "proj-a"})
+    again = await ok(
+        client, "store_memory", {"text": "The deploy key lives in the vault under ops/deploy.", "namespace": "proj-a"}
+    )
     assert again["id"] == stored["id"] and again["created"] is False
     await ok(client, "store_memory", {"text": "Lunch is at noon on Fridays."})
 
@@ -86,8 +101,7 @@ async def test_store_retrieve_get_update_delete(client: Client) -> None:
     top = found["results"][0]
     assert top["id"] == stored["id"] and top["tags"] == ["ops", "secrets"] and top["metadata"] == {"source": "chat"}
     assert top["truncated"] is False and -1 <= top["score"] <= 1
-    assert set(top) >= {"id", "score", "text", "truncated", "namespace", "tags", "metadata", "created_at",
-                        "updated_at"}
+    assert set(top) >= {"id", "score", "text", "truncated", "namespace", "tags", "metadata", "created_at", "updated_at"}
 
     filtered = await ok(client, "retrieve_memory", {"query": "deploy key", "namespace": "default"})
     assert [hit["namespace"] for hit in filtered["results"]] == ["default"]
@@ -114,8 +128,9 @@ async def test_list_pages_newest_first(client: Client) -> None:
     assert [m["id"] for m in last["items"]] == [ids[0]] and last["next_offset"] is None
 
 
-async def test_long_texts_are_truncated_with_a_marker_but_get_returns_all(client: Client, service: MemoryService
-                                                                          ) -> None:
+async def test_long_texts_are_truncated_with_a_marker_but_get_returns_all(
+    client: Client, service: MemoryService
+) -> None:
     limit = service.settings.max_result_chars
     text = "Remember this long story. " + "x" * (limit * 3)
     stored = await ok(client, "store_memory", {"text": text, "metadata": {"blob": "y" * (limit * 2)}})
@@ -138,27 +153,31 @@ async def test_a_retrieve_at_k_100_stays_small(client: Client, service: MemorySe
     assert size < 4 * RESPONSE_TEXT_BUDGET, size  # uncut, twice (structured and text) 100 x 12 KB: 2.4 MB
 
 
-@pytest.mark.parametrize(("tool", "args", "expected"), [
-    ("retrieve_memory", {"query": "x", "k": 0}, "greater than or equal to 1"),
-    ("retrieve_memory", {"query": "x", "k": 101}, "less than or equal to 100"),
-    ("retrieve_memory", {"query": "x", "k": "many"}, "valid integer"),
-    ("retrieve_memory", {"query": "   "}, "query must not be empty"),
-    ("retrieve_memory", {}, "query"),
-    ("retrieve_memory", {"query": "x", "since": "yesterday"}, "not an ISO 8601"),
-    ("retrieve_memory", {"query": "x", "min_score": 2}, "less than or equal to 1"),
-    ("store_memory", {"text": ""}, "text must not be empty"),
-    ("store_memory", {"text": "a" * 40_000}, "the limit is 32768"),
-    ("store_memory", {"text": "ok", "tags": "not-a-list"}, "tags"),
-    ("store_memory", {"text": "ok", "metadata": [1, 2]}, "metadata"),
-    ("store_memory", {"text": "ok", "namespace": "no spaces allowed"}, "namespace 'no spaces allowed' is invalid"),
-    ("store_memory", {"text": "nul \x00 inside"}, "NUL"),
-    ("get_memory", {"id": 0}, "greater than or equal to 1"),
-    ("get_memory", {"id": 12345}, "no memory with id 12345"),
-    ("update_memory", {"id": 12345, "text": "new"}, "no memory with id 12345"),
-    ("list_memories", {"limit": 1000}, "less than or equal to 100"),
-])
-async def test_bad_input_is_an_error_naming_the_problem(client: Client, service: MemoryService, tool: str,
-                                                        args: dict[str, Any], expected: str) -> None:
+@pytest.mark.parametrize(
+    ("tool", "args", "expected"),
+    [
+        ("retrieve_memory", {"query": "x", "k": 0}, "greater than or equal to 1"),
+        ("retrieve_memory", {"query": "x", "k": 101}, "less than or equal to 100"),
+        ("retrieve_memory", {"query": "x", "k": "many"}, "valid integer"),
+        ("retrieve_memory", {"query": "   "}, "query must not be empty"),
+        ("retrieve_memory", {}, "query"),
+        ("retrieve_memory", {"query": "x", "since": "yesterday"}, "not an ISO 8601"),
+        ("retrieve_memory", {"query": "x", "min_score": 2}, "less than or equal to 1"),
+        ("store_memory", {"text": ""}, "text must not be empty"),
+        ("store_memory", {"text": "a" * 40_000}, "the limit is 32768"),
+        ("store_memory", {"text": "ok", "tags": "not-a-list"}, "tags"),
+        ("store_memory", {"text": "ok", "metadata": [1, 2]}, "metadata"),
+        ("store_memory", {"text": "ok", "namespace": "no spaces allowed"}, "namespace 'no spaces allowed' is invalid"),
+        ("store_memory", {"text": "nul \x00 inside"}, "NUL"),
+        ("get_memory", {"id": 0}, "greater than or equal to 1"),
+        ("get_memory", {"id": 12345}, "no memory with id 12345"),
+        ("update_memory", {"id": 12345, "text": "new"}, "no memory with id 12345"),
+        ("list_memories", {"limit": 1000}, "less than or equal to 100"),
+    ],
+)
+async def test_bad_input_is_an_error_naming_the_problem(
+    client: Client, service: MemoryService, tool: str, args: dict[str, Any], expected: str
+) -> None:
     message = await error(client, tool, args)
     assert expected in message, message
     assert service.db.count() == 0  # nothing changed
@@ -178,9 +197,9 @@ async def test_read_only_mode_does_not_expose_writing_tools(data_dir: Path) -> N
         assert svc.db.count() == 1
 
 
-async def test_unexpected_errors_are_logged_not_leaked(client: Client, service: MemoryService,
-                                                       monkeypatch: pytest.MonkeyPatch,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+async def test_unexpected_errors_are_logged_not_leaked(
+    client: Client, service: MemoryService, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken() -> None:
         raise RuntimeError("secret detail /home/someone/.ssh")
 

@@ -31,8 +31,9 @@ StartServer = Callable[..., ServerProcess]
 
 
 def stdio_params(data_dir: Path, *args: str, **env: str) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "ltms", "serve", *args],
-                                 env=child_env(data_dir, **env))
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "ltms", "serve", *args], env=child_env(data_dir, **env)
+    )
 
 
 def http_client(url: str, token: str | None = None) -> Any:
@@ -66,6 +67,7 @@ def manifest(data_dir: Path) -> dict[str, Any]:
 
 # -- stdio -----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_stdio(data_dir: Path, mode: str) -> None:
     async with Client(stdio_params(data_dir, "--transport", "stdio"), mode=mode) as client:
@@ -80,11 +82,20 @@ async def test_stdio(data_dir: Path, mode: str) -> None:
 
 
 async def test_stdio_stdout_carries_only_protocol_and_stdin_eof_exits_cleanly(data_dir: Path) -> None:
-    request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
-    proc = subprocess.run([sys.executable, "-m", "ltms", "serve", "--transport", "stdio", "--log-level", "debug"],
-                          input=json.dumps(request) + "\n", capture_output=True, text=True, timeout=60,
-                          env=child_env(data_dir))
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltms", "serve", "--transport", "stdio", "--log-level", "debug"],
+        input=json.dumps(request) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(data_dir),
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, proc.stdout  # debug logging went to stderr, not stdout
@@ -93,12 +104,21 @@ async def test_stdio_stdout_carries_only_protocol_and_stdin_eof_exits_cleanly(da
 
 
 def test_stdio_drops_an_oversized_message_and_carries_on(data_dir: Path) -> None:
-    request = {"jsonrpc": "2.0", "id": 7, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+    request = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+    }
     oversized = '{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "' + "x" * (5 * 1024 * 1024) + '"}}'
-    proc = subprocess.run([sys.executable, "-m", "ltms", "serve", "--transport", "stdio"],
-                          input=f"{oversized}\nnot json at all\n{json.dumps(request)}\n", capture_output=True,
-                          text=True, timeout=60, env=child_env(data_dir))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltms", "serve", "--transport", "stdio"],
+        input=f"{oversized}\nnot json at all\n{json.dumps(request)}\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(data_dir),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "dropping a stdin message longer than" in proc.stderr
     answers = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -107,13 +127,18 @@ def test_stdio_drops_an_oversized_message_and_carries_on(data_dir: Path) -> None
 
 # -- HTTP: streamable and SSE ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One HTTP server with bearer auth for the module's HTTP tests."""
     root = tmp_path_factory.mktemp("http")
     port = free_port()
-    server = ServerProcess([sys.executable, "-m", "ltms", "serve", "--transport", "http", "--port", str(port)],
-                           child_env(root / "data", LTMC_AUTH_TOKEN=TOKEN), root / "server.log", port)
+    server = ServerProcess(
+        [sys.executable, "-m", "ltms", "serve", "--transport", "http", "--port", str(port)],
+        child_env(root / "data", LTMC_AUTH_TOKEN=TOKEN),
+        root / "server.log",
+        port,
+    )
     try:
         server.wait_healthy()
         yield server
@@ -145,8 +170,9 @@ async def test_health_is_open_and_reports_the_service(http_server: ServerProcess
 
 @pytest.mark.parametrize(("method", "path"), [("POST", "/mcp"), ("GET", "/sse"), ("POST", "/messages/?session_id=0")])
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer"])
-def test_auth_missing_or_wrong_token_is_401(http_server: ServerProcess, method: str, path: str,
-                                            authorization: str | None) -> None:
+def test_auth_missing_or_wrong_token_is_401(
+    http_server: ServerProcess, method: str, path: str, authorization: str | None
+) -> None:
     headers = dict(JSON_POST)
     if authorization is not None:
         headers["Authorization"] = authorization
@@ -161,15 +187,19 @@ async def test_auth_wrong_token_fails_the_sdk_client(http_server: ServerProcess)
             await client.list_tools()
 
 
-@pytest.mark.parametrize(("path", "headers", "status"), [
-    ("/mcp", {"Host": "evil.example"}, 421),
-    ("/mcp", {"Host": "evil.example:80"}, 421),
-    ("/mcp", {"Origin": "http://evil.example"}, 403),
-    ("/sse", {"Host": "attacker.test:1234"}, 421),
-    ("/health", {"Host": "evil.example"}, 421),
-])
-def test_foreign_host_or_origin_is_rejected(http_server: ServerProcess, path: str, headers: dict[str, str],
-                                            status: int) -> None:
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/mcp", {"Host": "evil.example"}, 421),
+        ("/mcp", {"Host": "evil.example:80"}, 421),
+        ("/mcp", {"Origin": "http://evil.example"}, 403),
+        ("/sse", {"Host": "attacker.test:1234"}, 421),
+        ("/health", {"Host": "evil.example"}, 421),
+    ],
+)
+def test_foreign_host_or_origin_is_rejected(
+    http_server: ServerProcess, path: str, headers: dict[str, str], status: int
+) -> None:
     all_headers = {**JSON_POST, "Authorization": f"Bearer {TOKEN}", **headers}
     if path == "/mcp":
         response = httpx2.post(f"{http_server.base_url}{path}", headers=all_headers, content=b"{}")
@@ -179,24 +209,35 @@ def test_foreign_host_or_origin_is_rejected(http_server: ServerProcess, path: st
 
 
 def test_local_origin_is_accepted(http_server: ServerProcess) -> None:
-    request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
-    response = httpx2.post(f"{http_server.base_url}/mcp", json=request, headers={
-        **JSON_POST, "Authorization": f"Bearer {TOKEN}", "Origin": f"http://localhost:{http_server.port}"})
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+    }
+    response = httpx2.post(
+        f"{http_server.base_url}/mcp",
+        json=request,
+        headers={**JSON_POST, "Authorization": f"Bearer {TOKEN}", "Origin": f"http://localhost:{http_server.port}"},
+    )
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize(("body", "status"), [(b"this is not json", 400), (b"[" * 100, 400),
-                                              (b" " * (5 * 1024 * 1024), 413)])
+@pytest.mark.parametrize(
+    ("body", "status"), [(b"this is not json", 400), (b"[" * 100, 400), (b" " * (5 * 1024 * 1024), 413)]
+)
 def test_malformed_and_oversized_requests_are_refused_and_the_server_stays_up(
-        http_server: ServerProcess, body: bytes, status: int) -> None:
-    response = httpx2.post(f"{http_server.base_url}/mcp", content=body,
-                           headers={**JSON_POST, "Authorization": f"Bearer {TOKEN}"})
+    http_server: ServerProcess, body: bytes, status: int
+) -> None:
+    response = httpx2.post(
+        f"{http_server.base_url}/mcp", content=body, headers={**JSON_POST, "Authorization": f"Bearer {TOKEN}"}
+    )
     assert response.status_code == status
     assert httpx2.get(f"{http_server.base_url}/health").status_code == 200
 
 
 # -- dual -----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_dual_store_over_stdio_retrieve_over_http_at_once(data_dir: Path, mode: str) -> None:
@@ -215,6 +256,7 @@ async def test_dual_store_over_stdio_retrieve_over_http_at_once(data_dir: Path, 
 
 
 # -- shutdown ---------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "stdin EOF"])
 async def test_dual_mode_shuts_down_cleanly(start_server: StartServer, data_dir: Path, how: str) -> None:
@@ -256,9 +298,16 @@ def test_stdio_mode_exits_cleanly_on_a_signal(start_server: StartServer, signum:
 
 # -- start-up checks ----------------------------------------------------------------------------------------------
 
+
 def run_serve(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ltms", "serve", *args], capture_output=True, text=True,
-                          timeout=60, env=child_env(data_dir, **env), stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "ltms", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(data_dir, **env),
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_refuses_a_non_loopback_host_without_a_token(data_dir: Path) -> None:
@@ -287,21 +336,27 @@ def test_a_taken_port_fails_fast_with_a_clear_message(data_dir: Path) -> None:
 
 def test_http_settings_come_from_the_environment(start_server: StartServer, data_dir: Path) -> None:
     port = free_port()
-    server = start_server("http", port=None, env=child_env(data_dir, LTMC_HTTP_PORT=str(port),
-                                                           LTMC_HTTP_HOST="127.0.0.1", LTMC_READ_ONLY="1"))
+    server = start_server(
+        "http",
+        port=None,
+        env=child_env(data_dir, LTMC_HTTP_PORT=str(port), LTMC_HTTP_HOST="127.0.0.1", LTMC_READ_ONLY="1"),
+    )
     server.port = port
     assert server.wait_healthy()["read_only"] is True
 
 
 # -- the default embedder ---------------------------------------------------------------------------------------
 
+
 async def test_default_embedder_finds_a_paraphrase(start_server: StartServer, data_dir: Path) -> None:
     env = {k: v for k, v in child_env(data_dir).items() if k != "LTMC_EMBEDDER"}  # the default: MiniLM
     server = start_server("http", env=env)
     async with Client(http_client(f"{server.base_url}/mcp")) as client:
-        memories = ["The team's weekly sync moved to Thursday at 3pm.",
-                    "Our production database runs PostgreSQL 16 on a dedicated host.",
-                    "Alice prefers tea over coffee in the morning."]
+        memories = [
+            "The team's weekly sync moved to Thursday at 3pm.",
+            "Our production database runs PostgreSQL 16 on a dedicated host.",
+            "Alice prefers tea over coffee in the morning.",
+        ]
         ids = [(await call(client, "store_memory", {"text": text}))["id"] for text in memories]
         found = await call(client, "retrieve_memory", {"query": "which SQL engine backs prod?", "k": 3})
         assert found["results"][0]["id"] == ids[1]
@@ -311,8 +366,13 @@ async def test_default_embedder_finds_a_paraphrase(start_server: StartServer, da
 
 def test_python_dash_m_ltms_and_the_console_script_agree() -> None:
     # `python -m ltms` and `ltmc` share the parser: --help lists the serve transports for both.
-    result = subprocess.run([sys.executable, "-m", "ltms", "serve", "--help"], capture_output=True, text=True,
-                            timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    result = subprocess.run(
+        [sys.executable, "-m", "ltms", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
     assert result.returncode == 0 and "{stdio,http,dual}" in result.stdout
 
 

@@ -20,8 +20,9 @@ def service(tmp_path: Path) -> Iterator[MemoryService]:
 
 
 def test_store_then_get_returns_everything(service: MemoryService) -> None:
-    result = service.store("the deploy key lives in vault", tags=["ops", "secrets"], metadata={"source": "chat"},
-                           namespace="work")
+    result = service.store(
+        "the deploy key lives in vault", tags=["ops", "secrets"], metadata={"source": "chat"}, namespace="work"
+    )
     assert result.created
     memory = service.get(result.id)
     assert memory.text == "the deploy key lives in vault"
@@ -59,8 +60,11 @@ def test_filters_apply_before_the_top_k_cut(service: MemoryService) -> None:
     assert len(hits) == 5
     assert {h.memory.namespace for h in hits} == {"quiet"}
     urgent = service.retrieve("deployment pipelines", k=5, tags=["home", "urgent"])
-    assert sorted(h.memory.text for h in urgent) == ["grocery list item 0", "grocery list item 2",
-                                                     "grocery list item 4"]
+    assert sorted(h.memory.text for h in urgent) == [
+        "grocery list item 0",
+        "grocery list item 2",
+        "grocery list item 4",
+    ]
 
 
 def test_time_window_and_min_score(service: MemoryService) -> None:
@@ -186,8 +190,11 @@ def test_a_read_only_service_refuses_writes_and_changes_nothing(tmp_path: Path) 
     with MemoryService(hash_settings(tmp_path / "data")) as service:
         memory_id = service.store("written while writable").id
     with MemoryService(hash_settings(tmp_path / "data", LTMC_READ_ONLY="1")) as service:
-        for attempt in (lambda: service.store("new"), lambda: service.update(memory_id, text="changed"),
-                        lambda: service.delete(memory_id)):
+        for attempt in (
+            lambda: service.store("new"),
+            lambda: service.update(memory_id, text="changed"),
+            lambda: service.delete(memory_id),
+        ):
             with pytest.raises(ReadOnlyError, match="read-only"):
                 attempt()
         assert service.get(memory_id).text == "written while writable"

@@ -35,6 +35,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
         async with Client(kit.stdio_params(env), read_timeout_seconds=kit.CALL_TIMEOUT) as stdio:
             async with anyio.create_task_group() as tg:
                 for n in range(args.http_clients):
+
                     async def run_http(n: int = n) -> None:
                         try:
                             async with kit.http_client(http.mcp_url, mode="legacy" if n % 2 else "auto") as c:
@@ -56,8 +57,15 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     for ledger in ledgers:
         for tool, samples in ledger.latencies.items():
             latencies.setdefault(tool, []).extend(samples)
-    return {"acked": len(acked), "errors": errors, "from_stdio": from_stdio, "from_http": from_http,
-            "seconds": elapsed, "latencies": latencies, "tracebacks": log.count("Traceback")}
+    return {
+        "acked": len(acked),
+        "errors": errors,
+        "from_stdio": from_stdio,
+        "from_http": from_http,
+        "seconds": elapsed,
+        "latencies": latencies,
+        "tracebacks": log.count("Traceback"),
+    }
 
 
 def main() -> int:
@@ -76,25 +84,72 @@ def main() -> int:
     kit.header("Two servers, one data directory, concurrent clients")
     stdio_view, http_view = result["from_stdio"], result["from_http"]
     requests = sum(len(v) for v in result["latencies"].values())
-    print(kit.table(
-        ["servers", "clients", "rounds per client", "acknowledged writes", "lost (seen from stdio)",
-         "lost (seen from HTTP)", "errors", "memories = vectors (both)", "tool calls", "seconds"],
-        [["stdio + HTTP", f"{args.http_clients} HTTP + 1 stdio", args.ops, result["acked"],
-          f"**{stdio_view.lost}**", f"**{http_view.lost}**", f"**{len(result['errors'])}**",
-          "yes" if stdio_view.memories == stdio_view.vectors == http_view.memories == http_view.vectors
-          == result["acked"] else "NO", requests, f"{result['seconds']:.1f}"]]))
+    print(
+        kit.table(
+            [
+                "servers",
+                "clients",
+                "rounds per client",
+                "acknowledged writes",
+                "lost (seen from stdio)",
+                "lost (seen from HTTP)",
+                "errors",
+                "memories = vectors (both)",
+                "tool calls",
+                "seconds",
+            ],
+            [
+                [
+                    "stdio + HTTP",
+                    f"{args.http_clients} HTTP + 1 stdio",
+                    args.ops,
+                    result["acked"],
+                    f"**{stdio_view.lost}**",
+                    f"**{http_view.lost}**",
+                    f"**{len(result['errors'])}**",
+                    "yes"
+                    if stdio_view.memories
+                    == stdio_view.vectors
+                    == http_view.memories
+                    == http_view.vectors
+                    == result["acked"]
+                    else "NO",
+                    requests,
+                    f"{result['seconds']:.1f}",
+                ]
+            ],
+        )
+    )
     print()
-    print(kit.table(["tool (during the run)", "calls", "p50 ms", "p99 ms"],
-                    [[tool, len(s), kit.ms(kit.pct(s, 50)), kit.ms(kit.pct(s, 99))]
-                     for tool, s in sorted(result["latencies"].items())]))
-    print(f"\nEmbedder: {args.embedder}. Each round: store, retrieve it at once (read-your-writes), get + retrieve a "
-          "memory acknowledged to another client (often through the other server).")
+    print(
+        kit.table(
+            ["tool (during the run)", "calls", "p50 ms", "p99 ms"],
+            [
+                [tool, len(s), kit.ms(kit.pct(s, 50)), kit.ms(kit.pct(s, 99))]
+                for tool, s in sorted(result["latencies"].items())
+            ],
+        )
+    )
+    print(
+        f"\nEmbedder: {args.embedder}. Each round: store, retrieve it at once (read-your-writes), get + retrieve a "
+        "memory acknowledged to another client (often through the other server)."
+    )
     for error in result["errors"][:20]:
         print(f"- ERROR: {error}")
-    kit.write_json(args.json, {"acked": result["acked"], "errors": result["errors"],
-                               "lost_stdio": stdio_view.lost, "lost_http": http_view.lost})
-    ok = (not result["errors"] and stdio_view.lost == http_view.lost == 0
-          and stdio_view.memories == http_view.memories == result["acked"])
+    kit.write_json(
+        args.json,
+        {
+            "acked": result["acked"],
+            "errors": result["errors"],
+            "lost_stdio": stdio_view.lost,
+            "lost_http": http_view.lost,
+        },
+    )
+    ok = (
+        not result["errors"]
+        and stdio_view.lost == http_view.lost == 0
+        and stdio_view.memories == http_view.memories == result["acked"]
+    )
     return 0 if ok else 1
 
 

@@ -69,15 +69,40 @@ class Figures:
     failures: list[str] = field(default_factory=list)
 
     def row(self) -> list[object]:
-        return [self.level, self.trials, self.killed_in_startup, self.killed_writing, self.acknowledged,
-                f"**{self.lost}**", self.unacknowledged_commits, self.count_mismatches,
-                self.states.get("loaded", 0), self.states.get("rebuilt", 0), self.states.get("created", 0),
-                self.states.get("none", 0), self.moved_aside, f"{self.seconds:.0f}"]
+        return [
+            self.level,
+            self.trials,
+            self.killed_in_startup,
+            self.killed_writing,
+            self.acknowledged,
+            f"**{self.lost}**",
+            self.unacknowledged_commits,
+            self.count_mismatches,
+            self.states.get("loaded", 0),
+            self.states.get("rebuilt", 0),
+            self.states.get("created", 0),
+            self.states.get("none", 0),
+            self.moved_aside,
+            f"{self.seconds:.0f}",
+        ]
 
 
-HEADERS = ["level", "trials", "killed in start-up", "killed while writing", "acknowledged writes", "lost",
-           "committed, unacknowledged", "count != vectors", "index loaded", "index rebuilt", "index created",
-           "no data dir yet", "snapshots moved aside", "seconds"]
+HEADERS = [
+    "level",
+    "trials",
+    "killed in start-up",
+    "killed while writing",
+    "acknowledged writes",
+    "lost",
+    "committed, unacknowledged",
+    "count != vectors",
+    "index loaded",
+    "index rebuilt",
+    "index created",
+    "no data dir yet",
+    "snapshots moved aside",
+    "seconds",
+]
 
 
 def moved_aside(data: Path) -> int:
@@ -86,11 +111,13 @@ def moved_aside(data: Path) -> int:
 
 # -- service level --------------------------------------------------------------------------------------------------
 
+
 def writer_until_killed(data: Path, trial: int, rng: random.Random) -> tuple[dict[int, str], bool]:
     """Run the writer, kill it at a random moment; (acknowledged id -> text, whether it got past start-up)."""
     env = kit.server_env(data, **TRIAL_ENV, TRIAL=str(trial))
-    proc = subprocess.Popen([sys.executable, "-c", WRITER], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     acked: dict[int, str] = {}
     ready, first_ack = threading.Event(), threading.Event()
 
@@ -168,13 +195,15 @@ def service_trials(args: argparse.Namespace, work: Path) -> Figures:
             figures.failures.append(f"trial {trial}: lost {sorted(lost)[:10]}")
         figures.moved_aside += moved_aside(data) - aside_before
         if trial % 10 == 9:
-            kit.progress(f"service trial {trial + 1}/{args.trials}: {figures.acknowledged} acknowledged, "
-                         f"{figures.lost} lost")
+            kit.progress(
+                f"service trial {trial + 1}/{args.trials}: {figures.acknowledged} acknowledged, {figures.lost} lost"
+            )
     figures.seconds = time.monotonic() - started
     return figures
 
 
 # -- server level ---------------------------------------------------------------------------------------------------
+
 
 async def server_trials_async(args: argparse.Namespace, work: Path) -> Figures:
     figures = Figures("server")
@@ -193,8 +222,9 @@ async def server_trials_async(args: argparse.Namespace, work: Path) -> Figures:
                 server.wait_healthy()
             assert server is not None
             aside_before = moved_aside(data)
-            acked = await kit.store_until_killed(server.mcp_url, dir_acked, f"server trial {trial}", server.kill,
-                                                 delay=rng.uniform(0.0, 1.0))
+            acked = await kit.store_until_killed(
+                server.mcp_url, dir_acked, f"server trial {trial}", server.kill, delay=rng.uniform(0.0, 1.0)
+            )
             figures.trials += 1
             figures.killed_writing += 1
             figures.acknowledged += acked
@@ -207,8 +237,9 @@ async def server_trials_async(args: argparse.Namespace, work: Path) -> Figures:
                 seen = await kit.verify(client, dir_acked.acked)
             if seen.lost:
                 figures.lost += seen.lost
-                figures.failures.append(f"trial {trial}: lost get={seen.missing_get[:10]} "
-                                        f"retrieve={seen.missing_retrieve[:10]}")
+                figures.failures.append(
+                    f"trial {trial}: lost get={seen.missing_get[:10]} retrieve={seen.missing_retrieve[:10]}"
+                )
             if seen.memories != seen.vectors:
                 figures.count_mismatches += 1
                 figures.failures.append(f"trial {trial}: {seen.vectors} vectors, {seen.memories} memories")
@@ -216,8 +247,9 @@ async def server_trials_async(args: argparse.Namespace, work: Path) -> Figures:
             dir_unacked = seen.memories - len(dir_acked.acked)
             figures.moved_aside += moved_aside(data) - aside_before
             if trial % 10 == 9:
-                kit.progress(f"server trial {trial + 1}/{args.trials}: {figures.acknowledged} acknowledged, "
-                             f"{figures.lost} lost")
+                kit.progress(
+                    f"server trial {trial + 1}/{args.trials}: {figures.acknowledged} acknowledged, {figures.lost} lost"
+                )
     finally:
         if server is not None:
             server.stop()
@@ -226,6 +258,7 @@ async def server_trials_async(args: argparse.Namespace, work: Path) -> Figures:
 
 
 # -- main -----------------------------------------------------------------------------------------------------------
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -252,17 +285,23 @@ def main() -> int:
     kit.header("Kill -9 trials: acknowledged writes lost")
     print(kit.table(HEADERS, [f.row() for f in results]))
     print()
-    print("Every trial: SIGKILL at a random moment, restart, check every acknowledged memory (get and retrieve) "
-          "and that the index holds exactly as many vectors as the database holds memories. 'Committed, "
-          "unacknowledged': stores in flight at the kill that committed before their answer was sent (allowed: "
-          "the client was never told either way). 'Index created': the restart found no snapshot yet; "
-          "'no data dir yet': killed before it created its data directory.")
+    print(
+        "Every trial: SIGKILL at a random moment, restart, check every acknowledged memory (get and retrieve) "
+        "and that the index holds exactly as many vectors as the database holds memories. 'Committed, "
+        "unacknowledged': stores in flight at the kill that committed before their answer was sent (allowed: "
+        "the client was never told either way). 'Index created': the restart found no snapshot yet; "
+        "'no data dir yet': killed before it created its data directory."
+    )
     failures = [line for f in results for line in f.failures]
     for line in failures:
         print(f"- FAILURE: {line}")
-    total = {"trials": sum(f.trials for f in results), "acknowledged": sum(f.acknowledged for f in results),
-             "lost": sum(f.lost for f in results), "count_mismatches": sum(f.count_mismatches for f in results),
-             "levels": [f.__dict__ for f in results]}
+    total = {
+        "trials": sum(f.trials for f in results),
+        "acknowledged": sum(f.acknowledged for f in results),
+        "lost": sum(f.lost for f in results),
+        "count_mismatches": sum(f.count_mismatches for f in results),
+        "levels": [f.__dict__ for f in results],
+    }
     kit.write_json(args.json, total)
     return 1 if failures else 0
 

@@ -28,8 +28,24 @@ from typing import Any
 import anyio
 import reliability_kit as kit
 
-TOPICS = ["deploy", "database", "lunch", "vault", "release", "incident", "budget", "hiring", "backup", "laptop",
-          "network", "printer", "roadmap", "meeting", "invoice", "certificate"]
+TOPICS = [
+    "deploy",
+    "database",
+    "lunch",
+    "vault",
+    "release",
+    "incident",
+    "budget",
+    "hiring",
+    "backup",
+    "laptop",
+    "network",
+    "printer",
+    "roadmap",
+    "meeting",
+    "invoice",
+    "certificate",
+]
 
 
 def memory_text(rng: random.Random, client: int, i: int) -> str:
@@ -110,10 +126,20 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         health = kit.wait_for_health(server.base_url)
         status = server.terminate()
         tracebacks = server.log().count("Traceback")
-    return {"ledger": ledger, "errors": errors, "elapsed": elapsed, "rss_idle": rss_idle, "rss_start": rss_start,
-            "rss_end": rss_end, "rss_peak": max(peak, rss_end), "server_cpu": cpu_end - cpu_start,
-            "client_cpu": (self_end.ru_utime + self_end.ru_stime) - (self_start.ru_utime + self_start.ru_stime),
-            "memories": health["memories"], "shutdown_status": status, "tracebacks": tracebacks}
+    return {
+        "ledger": ledger,
+        "errors": errors,
+        "elapsed": elapsed,
+        "rss_idle": rss_idle,
+        "rss_start": rss_start,
+        "rss_end": rss_end,
+        "rss_peak": max(peak, rss_end),
+        "server_cpu": cpu_end - cpu_start,
+        "client_cpu": (self_end.ru_utime + self_end.ru_stime) - (self_start.ru_utime + self_start.ru_stime),
+        "memories": health["memories"],
+        "shutdown_status": status,
+        "tracebacks": tracebacks,
+    }
 
 
 def main() -> int:
@@ -136,34 +162,96 @@ def main() -> int:
     stores = len(ledger.latencies.get("store_memory", []))
     errors = result["errors"]
     growth = result["rss_end"] - result["rss_start"]
-    kit.header(f"Load: {args.clients} concurrent MCP clients over streamable HTTP, {args.seconds:g} s, "
-               f"embedder {args.embedder}")
-    print(kit.table(["clients", "seconds", "requests", "req/s", "errors", "memories at end", "server CPU",
-                     "client CPU", "clean shutdown"],
-                    [[args.clients, f"{elapsed:.1f}", requests, f"{requests / elapsed:.0f}", f"**{len(errors)}**",
-                      result["memories"], f"{result['server_cpu'] / elapsed:.2f} cores",
-                      f"{result['client_cpu'] / elapsed:.2f} cores",
-                      "yes" if result["shutdown_status"] == 0 and not result["tracebacks"] else "NO"]]))
+    kit.header(
+        f"Load: {args.clients} concurrent MCP clients over streamable HTTP, {args.seconds:g} s, "
+        f"embedder {args.embedder}"
+    )
+    print(
+        kit.table(
+            [
+                "clients",
+                "seconds",
+                "requests",
+                "req/s",
+                "errors",
+                "memories at end",
+                "server CPU",
+                "client CPU",
+                "clean shutdown",
+            ],
+            [
+                [
+                    args.clients,
+                    f"{elapsed:.1f}",
+                    requests,
+                    f"{requests / elapsed:.0f}",
+                    f"**{len(errors)}**",
+                    result["memories"],
+                    f"{result['server_cpu'] / elapsed:.2f} cores",
+                    f"{result['client_cpu'] / elapsed:.2f} cores",
+                    "yes" if result["shutdown_status"] == 0 and not result["tracebacks"] else "NO",
+                ]
+            ],
+        )
+    )
     print()
-    print(kit.table(["tool", "calls", "calls/s", "p50 ms", "p90 ms", "p99 ms", "max ms"],
-                    [[tool, len(s), f"{len(s) / elapsed:.0f}", kit.ms(kit.pct(s, 50)), kit.ms(kit.pct(s, 90)),
-                      kit.ms(kit.pct(s, 99)), kit.ms(max(s))] for tool, s in sorted(ledger.latencies.items())]))
+    print(
+        kit.table(
+            ["tool", "calls", "calls/s", "p50 ms", "p90 ms", "p99 ms", "max ms"],
+            [
+                [
+                    tool,
+                    len(s),
+                    f"{len(s) / elapsed:.0f}",
+                    kit.ms(kit.pct(s, 50)),
+                    kit.ms(kit.pct(s, 90)),
+                    kit.ms(kit.pct(s, 99)),
+                    kit.ms(max(s)),
+                ]
+                for tool, s in sorted(ledger.latencies.items())
+            ],
+        )
+    )
     print()
     per_1k = f"{growth / stores * 1000 / 1024:.1f} MiB" if stores else "-"
-    print(kit.table(["server RSS", "after start-up", "start of timed phase", "end", "peak", "growth",
-                     "growth per 1k stores"],
-                    [["MiB", f"{result['rss_idle'] / 1024:.0f}", f"{result['rss_start'] / 1024:.0f}",
-                      f"{result['rss_end'] / 1024:.0f}", f"{result['rss_peak'] / 1024:.0f}",
-                      f"{growth / 1024:+.1f}", per_1k]]))
-    print(f"\nMix: {args.store_ratio:.0%} store_memory, the rest retrieve_memory (k=5). Half the clients negotiate the "
-          "2026-07-28 protocol, half the handshake era. Latency is per call, measured in the client.")
+    print(
+        kit.table(
+            ["server RSS", "after start-up", "start of timed phase", "end", "peak", "growth", "growth per 1k stores"],
+            [
+                [
+                    "MiB",
+                    f"{result['rss_idle'] / 1024:.0f}",
+                    f"{result['rss_start'] / 1024:.0f}",
+                    f"{result['rss_end'] / 1024:.0f}",
+                    f"{result['rss_peak'] / 1024:.0f}",
+                    f"{growth / 1024:+.1f}",
+                    per_1k,
+                ]
+            ],
+        )
+    )
+    print(
+        f"\nMix: {args.store_ratio:.0%} store_memory, the rest retrieve_memory (k=5). Half the clients negotiate the "
+        "2026-07-28 protocol, half the handshake era. Latency is per call, measured in the client."
+    )
     for error in errors[:20]:
         print(f"- ERROR: {error}")
-    kit.write_json(args.json, {
-        "clients": args.clients, "seconds": elapsed, "requests": requests, "errors": len(errors),
-        "error_samples": errors[:20], "calls": {t: len(s) for t, s in ledger.latencies.items()},
-        "rss_start_kib": result["rss_start"], "rss_end_kib": result["rss_end"], "memories": result["memories"],
-        "shutdown_status": result["shutdown_status"], "tracebacks": result["tracebacks"]})
+    kit.write_json(
+        args.json,
+        {
+            "clients": args.clients,
+            "seconds": elapsed,
+            "requests": requests,
+            "errors": len(errors),
+            "error_samples": errors[:20],
+            "calls": {t: len(s) for t, s in ledger.latencies.items()},
+            "rss_start_kib": result["rss_start"],
+            "rss_end_kib": result["rss_end"],
+            "memories": result["memories"],
+            "shutdown_status": result["shutdown_status"],
+            "tracebacks": result["tracebacks"],
+        },
+    )
     return 0 if not errors and result["shutdown_status"] == 0 and not result["tracebacks"] else 1
 
 

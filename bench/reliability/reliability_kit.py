@@ -42,11 +42,17 @@ CALL_TIMEOUT = 30.0  # seconds one tool call may take before it counts as an err
 
 # -- processes --------------------------------------------------------------------------------------------------
 
+
 def server_env(data_dir: Path, embedder: str = "hash", **extra: str) -> dict[str, str]:
     """A child environment on `data_dir`: no inherited LTMC_*/FAISS_* settings, this checkout importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LTMC_", "FAISS_"))}
-    env.update({"LTMC_DATA_DIR": str(data_dir), "LTMC_EMBEDDER": embedder,
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    env.update(
+        {
+            "LTMC_DATA_DIR": str(data_dir),
+            "LTMC_EMBEDDER": embedder,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+    )
     env.update(extra)
     return env
 
@@ -65,8 +71,7 @@ def serve_command(transport: str, port: int | None = None) -> list[str]:
 
 
 def stdio_params(env: dict[str, str]) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "ltms", "serve", "--transport", "stdio"],
-                                 env=env)
+    return StdioServerParameters(command=sys.executable, args=["-m", "ltms", "serve", "--transport", "stdio"], env=env)
 
 
 class HttpServer:
@@ -78,8 +83,14 @@ class HttpServer:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(serve_command("http", self.port), env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self._log, cwd=log_path.parent)
+        self.proc = subprocess.Popen(
+            serve_command("http", self.port),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            cwd=log_path.parent,
+        )
 
     @property
     def base_url(self) -> str:
@@ -121,8 +132,9 @@ class HttpServer:
         self.stop()
 
 
-def wait_for_health(base_url: str, proc: subprocess.Popen[Any] | None = None, timeout: float = 120,
-                    log: Callable[[], str] = lambda: "") -> dict[str, Any]:
+def wait_for_health(
+    base_url: str, proc: subprocess.Popen[Any] | None = None, timeout: float = 120, log: Callable[[], str] = lambda: ""
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -150,8 +162,8 @@ def rss_kib(pid: int) -> int:
 
 # -- clients and tool calls -------------------------------------------------------------------------------------
 
-def http_client(url: str, token: str | None = None, mode: str = "auto",
-                read_timeout: float = CALL_TIMEOUT) -> Client:
+
+def http_client(url: str, token: str | None = None, mode: str = "auto", read_timeout: float = CALL_TIMEOUT) -> Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     transport = streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=read_timeout))
     return Client(transport, mode=mode, read_timeout_seconds=read_timeout)  # type: ignore[arg-type]
@@ -249,8 +261,8 @@ async def verify(client: Client, acked: dict[int, str], concurrency: int = 4) ->
 
 # -- the crash workload --------------------------------------------------------------------------------------------
 
-async def store_until_killed(url: str, ledger: Ledger, prefix: str, kill: Callable[[], None], delay: float
-                             ) -> int:
+
+async def store_until_killed(url: str, ledger: Ledger, prefix: str, kill: Callable[[], None], delay: float) -> int:
     """Store memories over streamable HTTP in a loop; `delay` seconds after the first acknowledgement, call
     `kill` (SIGKILL the server). Returns how many stores were acknowledged. A store whose answer never came
     is not acknowledged, whatever happened to it on the server."""
@@ -283,6 +295,7 @@ async def store_until_killed(url: str, ledger: Ledger, prefix: str, kill: Callab
 
 # -- output ------------------------------------------------------------------------------------------------------
 
+
 def progress(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
@@ -294,8 +307,10 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
 
 # -- the concurrency workload ---------------------------------------------------------------------------------------
 
-async def mixed_client(client: Client, name: str, ledger: Ledger, shared: dict[int, str], ops: int,
-                       rng_seed: int) -> None:
+
+async def mixed_client(
+    client: Client, name: str, ledger: Ledger, shared: dict[int, str], ops: int, rng_seed: int
+) -> None:
     """`ops` rounds of: store a memory, find it at once by its text (read-your-writes), and read back one memory
     some other client was already told was stored (cross-process visibility). Every failure is recorded in
     `ledger.errors`; nothing is raised."""
@@ -325,8 +340,9 @@ async def mixed_client(client: Client, name: str, ledger: Ledger, shared: dict[i
 
 def run_script(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
     """Run a trial script in its own process group; on timeout the whole group (its servers too) is killed."""
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -41,12 +41,26 @@ from ltms.vector_store.faiss_store import Manifest, SnapshotInvalid, SnapshotMis
 OK, INFO, WARN, PROBLEM = "ok", "info", "warn", "problem"
 MIN_FREE_BYTES = 64 * 1024 * 1024
 STRAY_GLOB = DEFAULT_INDEX_NAME + "*"
-SNAPSHOT_CODES = ("snapshot_missing", "snapshot_corrupt", "snapshot_model_mismatch", "snapshot_ahead",
-                  "snapshot_out_of_sync")
+SNAPSHOT_CODES = (
+    "snapshot_missing",
+    "snapshot_corrupt",
+    "snapshot_model_mismatch",
+    "snapshot_ahead",
+    "snapshot_out_of_sync",
+)
 # With one of these the index cannot (or must not) be rebuilt from the database until a person acts.
-REBUILD_BLOCKERS = ("embedder_unavailable", "model_mismatch", "mixed_embeddings", "db_unreadable", "db_integrity",
-                    "data_dir_not_writable", "data_dir_not_a_directory", "index_dir_not_writable",
-                    "index_dir_not_a_directory", "snapshot_unreadable")
+REBUILD_BLOCKERS = (
+    "embedder_unavailable",
+    "model_mismatch",
+    "mixed_embeddings",
+    "db_unreadable",
+    "db_integrity",
+    "data_dir_not_writable",
+    "data_dir_not_a_directory",
+    "index_dir_not_writable",
+    "index_dir_not_a_directory",
+    "snapshot_unreadable",
+)
 
 
 @dataclass
@@ -100,8 +114,10 @@ class Report:
 
 # -- the command ----------------------------------------------------------------------------------------------
 
-def run_doctor(settings: Settings, fix: bool = False, as_json: bool = False,
-               scan_dirs: Sequence[Path] | None = None) -> int:
+
+def run_doctor(
+    settings: Settings, fix: bool = False, as_json: bool = False, scan_dirs: Sequence[Path] | None = None
+) -> int:
     report = diagnose(settings, scan_dirs)
     if fix and report.problems:
         found = report.problems
@@ -118,9 +134,15 @@ def run_doctor(settings: Settings, fix: bool = False, as_json: bool = False,
 
 
 def render(report: Report, paths: ResolvedPaths) -> str:
-    out = [f"ltmc doctor: data directory {paths.data_dir}", "", "Configuration",
-           table(report.settings, ("SETTING", "VALUE", "SOURCE")), "", "Checks",
-           table([(c.status, c.name, c.detail) for c in report.checks], ("STATUS", "CHECK", "DETAIL"))]
+    out = [
+        f"ltmc doctor: data directory {paths.data_dir}",
+        "",
+        "Configuration",
+        table(report.settings, ("SETTING", "VALUE", "SOURCE")),
+        "",
+        "Checks",
+        table([(c.status, c.name, c.detail) for c in report.checks], ("STATUS", "CHECK", "DETAIL")),
+    ]
     if report.found is not None:
         out += ["", "Fixed"]
         if report.fixed:
@@ -144,6 +166,7 @@ def render(report: Report, paths: ResolvedPaths) -> str:
 
 
 # -- diagnosis ------------------------------------------------------------------------------------------------
+
 
 def diagnose(settings: Settings, scan_dirs: Sequence[Path] | None = None) -> Report:
     """Check everything without changing anything (apart from a removed probe file)."""
@@ -187,11 +210,21 @@ def _check_embedder(settings: Settings) -> tuple[Check, list[Problem], tuple[str
         name, dimension = str(embedder.name), int(embedder.dimension)
     except LTMCError as exc:  # whatever stops it here stops the server too
         message = f"the configured embedder {settings.embedder!r} cannot be used: {exc}"
-        return (Check("embedder", PROBLEM, message),
-                [Problem("embedder_unavailable", message, "install the model, or configure another LTMC_EMBEDDER",
-                         False)], None)
-    return (Check("embedder", OK, f"{name}, {dimension} dimensions (model not loaded by doctor)",
-                  {"model": name, "dimension": dimension}), [], (name, dimension))
+        return (
+            Check("embedder", PROBLEM, message),
+            [Problem("embedder_unavailable", message, "install the model, or configure another LTMC_EMBEDDER", False)],
+            None,
+        )
+    return (
+        Check(
+            "embedder",
+            OK,
+            f"{name}, {dimension} dimensions (model not loaded by doctor)",
+            {"model": name, "dimension": dimension},
+        ),
+        [],
+        (name, dimension),
+    )
 
 
 def _check_directory(path: Path, what: str, prefix: str) -> tuple[Check, list[Problem]]:
@@ -202,21 +235,36 @@ def _check_directory(path: Path, what: str, prefix: str) -> tuple[Check, list[Pr
             ancestor = ancestor.parent
         if not ancestor.is_dir():
             message = f"{path} cannot be created: {ancestor} is not a directory"
-            problems.append(Problem(f"{prefix}_not_a_directory", message, "configure another directory", False,
-                                    str(path)))
+            problems.append(
+                Problem(f"{prefix}_not_a_directory", message, "configure another directory", False, str(path))
+            )
             return Check(what, PROBLEM, message), problems
         writable, reason = _probe_writable(ancestor)
         if not writable:
             message = f"{path} cannot be created: {ancestor} is not writable ({reason})"
-            problems.append(Problem(f"{prefix}_not_writable", message, "configure a directory this user can write",
-                                    False, str(path)))
+            problems.append(
+                Problem(
+                    f"{prefix}_not_writable", message, "configure a directory this user can write", False, str(path)
+                )
+            )
             return Check(what, PROBLEM, message), problems
-        return Check(what, INFO, f"{path} does not exist yet: it is created (mode 0700) on first use",
-                     {"path": str(path), "exists": False}), problems
+        return Check(
+            what,
+            INFO,
+            f"{path} does not exist yet: it is created (mode 0700) on first use",
+            {"path": str(path), "exists": False},
+        ), problems
     if not path.is_dir():
         message = f"{path} exists but is not a directory"
-        problems.append(Problem(f"{prefix}_not_a_directory", message, "move the file away or configure another "
-                                "directory", False, str(path)))
+        problems.append(
+            Problem(
+                f"{prefix}_not_a_directory",
+                message,
+                "move the file away or configure another directory",
+                False,
+                str(path),
+            )
+        )
         return Check(what, PROBLEM, message, {"path": str(path), "exists": True}), problems
 
     info = path.stat()
@@ -230,27 +278,58 @@ def _check_directory(path: Path, what: str, prefix: str) -> tuple[Check, list[Pr
         notes.append(f"doctor runs as {_user(me)}: the server must run as the owner")
     if mode & 0o077:
         notes[-1] += " (open to other users)"
-        problems.append(Problem(
-            f"{prefix}_permissions", f"{path} has mode {mode:04o}: other users can read the memories",
-            "chmod 700 (ltmc doctor --fix)" if me in (0, info.st_uid) else f"chmod 700 {path} as {owner}",
-            me in (0, info.st_uid), str(path)))
+        problems.append(
+            Problem(
+                f"{prefix}_permissions",
+                f"{path} has mode {mode:04o}: other users can read the memories",
+                "chmod 700 (ltmc doctor --fix)" if me in (0, info.st_uid) else f"chmod 700 {path} as {owner}",
+                me in (0, info.st_uid),
+                str(path),
+            )
+        )
     writable, reason = _probe_writable(path)
     notes.append("writable" if writable else f"NOT writable ({reason})")
     if not writable:
-        problems.append(Problem(f"{prefix}_not_writable", f"{path} is not writable: {reason}",
-                                "make it writable for the user the server runs as, or configure another directory",
-                                False, str(path)))
+        problems.append(
+            Problem(
+                f"{prefix}_not_writable",
+                f"{path} is not writable: {reason}",
+                "make it writable for the user the server runs as, or configure another directory",
+                False,
+                str(path),
+            )
+        )
     if not os.access(path, os.R_OK | os.X_OK):
-        problems.append(Problem(f"{prefix}_not_readable", f"{path} cannot be read by {_user(me)}",
-                                "run as the owner, or fix its permissions", False, str(path)))
+        problems.append(
+            Problem(
+                f"{prefix}_not_readable",
+                f"{path} cannot be read by {_user(me)}",
+                "run as the owner, or fix its permissions",
+                False,
+                str(path),
+            )
+        )
     free = shutil.disk_usage(path).free
     notes.append(f"{human_bytes(free)} free")
     if free < MIN_FREE_BYTES:
-        problems.append(Problem("low_disk_space", f"only {human_bytes(free)} free on the file system of {path}",
-                                f"free space: writes fail below a few MiB (doctor warns below "
-                                f"{human_bytes(MIN_FREE_BYTES)})", False, str(path)))
-    data = {"path": str(path), "exists": True, "owner": owner, "uid": info.st_uid, "mode": f"{mode:04o}",
-            "writable": writable, "free_bytes": free}
+        problems.append(
+            Problem(
+                "low_disk_space",
+                f"only {human_bytes(free)} free on the file system of {path}",
+                f"free space: writes fail below a few MiB (doctor warns below {human_bytes(MIN_FREE_BYTES)})",
+                False,
+                str(path),
+            )
+        )
+    data = {
+        "path": str(path),
+        "exists": True,
+        "owner": owner,
+        "uid": info.st_uid,
+        "mode": f"{mode:04o}",
+        "writable": writable,
+        "free_bytes": free,
+    }
     return Check(what, PROBLEM if problems else status, f"{path}: {', '.join(notes)}", data), problems
 
 
@@ -347,16 +426,30 @@ class _Snapshot:
         return cls("loaded", manifest=manifest, ids=set(index.ids().tolist()))
 
 
-def _check_database(db: _DatabaseView, configured: tuple[str, int] | None,
-                    snapshot: _Snapshot) -> tuple[Check, list[Problem]]:
+def _check_database(
+    db: _DatabaseView, configured: tuple[str, int] | None, snapshot: _Snapshot
+) -> tuple[Check, list[Problem]]:
     if not db.exists:
-        return Check("database", INFO, f"{db.path} does not exist yet: it is created on first use",
-                     {"path": str(db.path), "exists": False, "memories": 0}), []
+        return Check(
+            "database",
+            INFO,
+            f"{db.path} does not exist yet: it is created on first use",
+            {"path": str(db.path), "exists": False, "memories": 0},
+        ), []
     if db.conn is None:
         message = f"cannot read the database {db.path}: {db.error}"
-        return (Check("database", PROBLEM, message, {"path": str(db.path), "exists": True}),
-                [Problem("db_unreadable", message, "restore it from a backup or an export (the index cannot "
-                         "replace it)", False, str(db.path))])
+        return (
+            Check("database", PROBLEM, message, {"path": str(db.path), "exists": True}),
+            [
+                Problem(
+                    "db_unreadable",
+                    message,
+                    "restore it from a backup or an export (the index cannot replace it)",
+                    False,
+                    str(db.path),
+                )
+            ],
+        )
     conn = db.conn
     problems: list[Problem] = []
     state = _DatabaseState()
@@ -367,16 +460,26 @@ def _check_database(db: _DatabaseView, configured: tuple[str, int] | None,
         if {"memories", "changes"} <= db.tables:
             state.count = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
             state.latest = int(conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
-            groups = [(str(m), int(size), int(n)) for m, size, n in conn.execute(
-                "SELECT model, length(embedding), count(*) FROM memories GROUP BY 1, 2 ORDER BY 3 DESC")]
+            groups = [
+                (str(m), int(size), int(n))
+                for m, size, n in conn.execute(
+                    "SELECT model, length(embedding), count(*) FROM memories GROUP BY 1, 2 ORDER BY 3 DESC"
+                )
+            ]
             if snapshot.state == "loaded" and snapshot.manifest is not None:
                 state.ids = {int(r[0]) for r in conn.execute("SELECT id FROM memories")}
-                state.changed = {int(r[0]) for r in conn.execute(
-                    "SELECT DISTINCT memory_id FROM changes WHERE seq > ?", (snapshot.manifest.last_seq,))}
+                state.changed = {
+                    int(r[0])
+                    for r in conn.execute(
+                        "SELECT DISTINCT memory_id FROM changes WHERE seq > ?", (snapshot.manifest.last_seq,)
+                    )
+                }
     except sqlite3.Error as exc:
         message = f"cannot read the database {db.path}: {exc}"
-        return (Check("database", PROBLEM, message, {"path": str(db.path), "exists": True}),
-                [Problem("db_unreadable", message, "restore it from a backup or an export", False, str(db.path))])
+        return (
+            Check("database", PROBLEM, message, {"path": str(db.path), "exists": True}),
+            [Problem("db_unreadable", message, "restore it from a backup or an export", False, str(db.path))],
+        )
     finally:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("COMMIT")
@@ -386,33 +489,65 @@ def _check_database(db: _DatabaseView, configured: tuple[str, int] | None,
     wal = db.path.with_name(db.path.name + "-wal")
     wal_size = wal.stat().st_size if wal.exists() else None
     stored = db.model()
-    notes = [f"opened {db.how}", "integrity ok" if integrity == ["ok"] else "INTEGRITY CHECK FAILED",
-             f"journal {journal}" + (f" (wal file {human_bytes(wal_size)})" if wal_size is not None else ""),
-             f"{state.count} memories", f"latest change {state.latest}",
-             f"model {stored[0]} ({stored[1]}-d)" if stored else "no model recorded yet"]
+    notes = [
+        f"opened {db.how}",
+        "integrity ok" if integrity == ["ok"] else "INTEGRITY CHECK FAILED",
+        f"journal {journal}" + (f" (wal file {human_bytes(wal_size)})" if wal_size is not None else ""),
+        f"{state.count} memories",
+        f"latest change {state.latest}",
+        f"model {stored[0]} ({stored[1]}-d)" if stored else "no model recorded yet",
+    ]
     status = OK
     if integrity != ["ok"]:
-        problems.append(Problem("db_integrity", f"the integrity check of {db.path} failed: {'; '.join(integrity)}",
-                                "stop the servers, copy the data directory, `ltmc export` what can still be read "
-                                "and import it into a fresh data directory", False, str(db.path)))
+        problems.append(
+            Problem(
+                "db_integrity",
+                f"the integrity check of {db.path} failed: {'; '.join(integrity)}",
+                "stop the servers, copy the data directory, `ltmc export` what can still be read "
+                "and import it into a fresh data directory",
+                False,
+                str(db.path),
+            )
+        )
     if journal not in ("wal", "none yet"):
         status = WARN
         notes.append("the server switches it to WAL when it opens the database")
     if stored and configured and state.count and stored != configured:
-        problems.append(Problem(
-            "model_mismatch", f"the memories were embedded with {stored[0]} ({stored[1]}-d) but the configured model "
-            f"is {configured[0]} ({configured[1]}-d): the server refuses to start",
-            f"configure {stored[0]} again (LTMC_EMBEDDER), or re-embed every memory: ltmc reindex --reembed",
-            False, str(db.path)))
+        problems.append(
+            Problem(
+                "model_mismatch",
+                f"the memories were embedded with {stored[0]} ({stored[1]}-d) but the configured model "
+                f"is {configured[0]} ({configured[1]}-d): the server refuses to start",
+                f"configure {stored[0]} again (LTMC_EMBEDDER), or re-embed every memory: ltmc reindex --reembed",
+                False,
+                str(db.path),
+            )
+        )
     if stored:
         odd = sum(n for model, size, n in groups if (model, size) != (stored[0], 4 * stored[1]))
         if odd:
-            problems.append(Problem(
-                "mixed_embeddings", f"{odd} of {state.count} memories have an embedding from another model or of "
-                f"the wrong size (an interrupted re-embedding?)", "ltmc reindex --reembed", False, str(db.path)))
-    data = {"path": str(db.path), "exists": True, "opened": db.how, "integrity": integrity, "journal_mode": journal,
-            "wal_bytes": wal_size, "memories": state.count, "latest_change": state.latest,
-            "model": stored[0] if stored else None, "dimension": stored[1] if stored else None}
+            problems.append(
+                Problem(
+                    "mixed_embeddings",
+                    f"{odd} of {state.count} memories have an embedding from another model or of "
+                    f"the wrong size (an interrupted re-embedding?)",
+                    "ltmc reindex --reembed",
+                    False,
+                    str(db.path),
+                )
+            )
+    data = {
+        "path": str(db.path),
+        "exists": True,
+        "opened": db.how,
+        "integrity": integrity,
+        "journal_mode": journal,
+        "wal_bytes": wal_size,
+        "memories": state.count,
+        "latest_change": state.latest,
+        "model": stored[0] if stored else None,
+        "dimension": stored[1] if stored else None,
+    }
     return Check("database", PROBLEM if problems else status, ", ".join(notes), data), problems
 
 
@@ -438,45 +573,73 @@ def _check_snapshot(paths: ResolvedPaths, snapshot: _Snapshot, db: _DatabaseView
     if snapshot.state == "missing":
         if state.count:
             message = f"no index snapshot at {where} although the database holds {state.count} memories"
-            return (Check("index snapshot", PROBLEM, message + extra, data),
-                    [Problem("snapshot_missing", message + " (the next start rebuilds it)",
-                             "build it from the database (ltmc doctor --fix)", True, where)])
-        return Check("index snapshot", INFO, f"no snapshot at {where} yet: it is written on first use{extra}",
-                     data), []
+            return (
+                Check("index snapshot", PROBLEM, message + extra, data),
+                [
+                    Problem(
+                        "snapshot_missing",
+                        message + " (the next start rebuilds it)",
+                        "build it from the database (ltmc doctor --fix)",
+                        True,
+                        where,
+                    )
+                ],
+            )
+        return Check("index snapshot", INFO, f"no snapshot at {where} yet: it is written on first use{extra}", data), []
     if snapshot.state in ("invalid", "unreadable"):
         message = f"the index snapshot {where} cannot be used: {snapshot.reason}"
         fixable = snapshot.state == "invalid"
         remedy = rebuild if fixable else "make it readable for this user (the index is rebuilt from the database)"
-        return (Check("index snapshot", PROBLEM, message + extra, data),
-                [Problem(snapshot.code, message, remedy, fixable, where)])
+        return (
+            Check("index snapshot", PROBLEM, message + extra, data),
+            [Problem(snapshot.code, message, remedy, fixable, where)],
+        )
 
     manifest = snapshot.manifest
     assert manifest is not None and snapshot.ids is not None
     vectors = len(snapshot.ids)
-    data.update({"vectors": vectors, "dimension": manifest.dimension, "model": manifest.model,
-                 "last_change": manifest.last_seq, "database_latest_change": state.latest, "bytes": manifest.size,
-                 "saved_at": iso_utc(manifest.saved_at), "age_seconds": round(time.time() - manifest.saved_at, 1)})
-    notes = [f"loads, checksum ok, {manifest.dimension}-d, model {manifest.model}",
-             f"{vectors} vectors for {state.count} memories",
-             f"includes change {manifest.last_seq} of {state.latest}", human_bytes(manifest.size),
-             f"saved {iso_utc(manifest.saved_at)} ({human_age(time.time() - manifest.saved_at)} ago)"]
+    data.update(
+        {
+            "vectors": vectors,
+            "dimension": manifest.dimension,
+            "model": manifest.model,
+            "last_change": manifest.last_seq,
+            "database_latest_change": state.latest,
+            "bytes": manifest.size,
+            "saved_at": iso_utc(manifest.saved_at),
+            "age_seconds": round(time.time() - manifest.saved_at, 1),
+        }
+    )
+    notes = [
+        f"loads, checksum ok, {manifest.dimension}-d, model {manifest.model}",
+        f"{vectors} vectors for {state.count} memories",
+        f"includes change {manifest.last_seq} of {state.latest}",
+        human_bytes(manifest.size),
+        f"saved {iso_utc(manifest.saved_at)} ({human_age(time.time() - manifest.saved_at)} ago)",
+    ]
     if db.conn is None and db.exists:
-        return Check("index snapshot", WARN, ", ".join(notes) + "; not compared with the unreadable database",
-                     data), []
+        return Check("index snapshot", WARN, ", ".join(notes) + "; not compared with the unreadable database", data), []
     if manifest.last_seq > state.latest:
-        message = (f"the index snapshot {where} includes change {manifest.last_seq} but the database only "
-                   f"{state.latest} (was the database replaced or restored?)")
-        return Check("index snapshot", PROBLEM, message, data), [Problem("snapshot_ahead", message, rebuild, True,
-                                                                         where)]
+        message = (
+            f"the index snapshot {where} includes change {manifest.last_seq} but the database only "
+            f"{state.latest} (was the database replaced or restored?)"
+        )
+        return Check("index snapshot", PROBLEM, message, data), [
+            Problem("snapshot_ahead", message, rebuild, True, where)
+        ]
     # What the server's start-up replay would make of it: changed memories are removed, then re-added if present.
     after_replay = (snapshot.ids - state.changed) | (state.ids & state.changed)
     if after_replay != state.ids:
         missing, unknown = len(state.ids - after_replay), len(after_replay - state.ids)
-        message = (f"the index snapshot {where} does not match the database: after replaying the newer changes it "
-                   f"would hold {len(after_replay)} vectors for {state.count} memories ({missing} missing, "
-                   f"{unknown} of deleted or unknown memories)")
-        return (Check("index snapshot", PROBLEM, message, data),
-                [Problem("snapshot_out_of_sync", message, rebuild, True, where)])
+        message = (
+            f"the index snapshot {where} does not match the database: after replaying the newer changes it "
+            f"would hold {len(after_replay)} vectors for {state.count} memories ({missing} missing, "
+            f"{unknown} of deleted or unknown memories)"
+        )
+        return (
+            Check("index snapshot", PROBLEM, message, data),
+            [Problem("snapshot_out_of_sync", message, rebuild, True, where)],
+        )
     behind = state.latest - manifest.last_seq
     if behind:
         notes.append(f"{behind} newer change(s) are replayed from the database at start (normal)")
@@ -485,13 +648,15 @@ def _check_snapshot(paths: ResolvedPaths, snapshot: _Snapshot, db: _DatabaseView
 
 def _leftovers(index_path: Path) -> list[Path]:
     try:
-        return sorted(p for p in index_path.parent.glob(index_path.name + "*")
-                      if ".bad-" in p.name or ".stray-" in p.name)
+        return sorted(
+            p for p in index_path.parent.glob(index_path.name + "*") if ".bad-" in p.name or ".stray-" in p.name
+        )
     except OSError:
         return []
 
 
 # -- stray index files ------------------------------------------------------------------------------------------
+
 
 def default_scan_dirs() -> list[Path]:
     """Where the old bug left `faiss_index*` files: the working directory and next to the scripts."""
@@ -533,15 +698,21 @@ def _check_strays(paths: ResolvedPaths, scan_dirs: Sequence[Path]) -> tuple[Chec
             about = f"{human_bytes(info.st_size)}, modified {iso_utc(info.st_mtime)}"
         except OSError as exc:
             about = exc.strerror or str(exc)
-        problems.append(Problem(
-            "stray_index_file", f"{path} ({about}) looks like an index file left by the old path bug; LTMC does not "
-            f"use it (its index is {paths.index_path})",
-            f"move it aside to {path.name}.stray-<timestamp> (ltmc doctor --fix); nothing is deleted", True,
-            str(path)))
+        problems.append(
+            Problem(
+                "stray_index_file",
+                f"{path} ({about}) looks like an index file left by the old path bug; LTMC does not "
+                f"use it (its index is {paths.index_path})",
+                f"move it aside to {path.name}.stray-<timestamp> (ltmc doctor --fix); nothing is deleted",
+                True,
+                str(path),
+            )
+        )
     return Check("stray files", PROBLEM, f"{len(strays)} stray file(s) in {searched}", data), problems
 
 
 # -- repair -----------------------------------------------------------------------------------------------------
+
 
 def apply_fixes(settings: Settings, problems: Sequence[Problem]) -> list[Fixed]:
     """Repair the fixable problems. Never deletes: what is replaced is moved aside with a timestamp."""
@@ -595,8 +766,11 @@ def _rebuild_index(settings: Settings, problems: Sequence[Problem]) -> Fixed:
     except (LTMCError, OSError) as exc:
         return Fixed(problems[0].code, "; ".join([*actions, f"rebuilding the index failed: {exc}"]), ok=False)
     if error:
-        return Fixed(problems[0].code, "; ".join([*actions, f"rebuilt the index ({vectors} vectors) but could not "
-                                                  f"save it: {error}"]), ok=False)
+        return Fixed(
+            problems[0].code,
+            "; ".join([*actions, f"rebuilt the index ({vectors} vectors) but could not save it: {error}"]),
+            ok=False,
+        )
     actions.append(f"rebuilt the index from the database: {vectors} vectors, saved to {paths.index_path}")
     return Fixed(problems[0].code if len(problems) == 1 else codes, "; ".join(actions))
 

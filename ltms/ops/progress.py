@@ -20,8 +20,14 @@ def _is_terminal(stream: TextIO) -> bool:
 class ProgressBar:
     """`bar(done, total)` matches the service's progress callback; `with ProgressBar(...)` ends the line."""
 
-    def __init__(self, label: str, total: int | None = None, stream: TextIO | None = None,
-                 enabled: bool | None = None, min_interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        min_interval: float = 0.1,
+    ) -> None:
         self.label = label
         self.total = total
         self.done = 0

@@ -43,14 +43,17 @@ def run_reindex(settings: Settings, reembed: bool = False, embedder: Embedder | 
             service.save_snapshot()  # flush what was replayed at open, so closing writes nothing more
             with ProgressBar("indexing") as bar:
                 index, seq = service.build_index(bar)
-            manifest = service.snapshots.save(index.serialize(), index.ntotal, embedder.dimension, embedder.name, seq,
-                                              service.db.database_id)
+            manifest = service.snapshots.save(
+                index.serialize(), index.ntotal, embedder.dimension, embedder.name, seq, service.db.database_id
+            )
             vectors = index.ntotal
             if manifest is None:
                 log.info("another process saved a newer snapshot meanwhile; it was kept")
     size = settings.paths.index_path.stat().st_size
-    print(f"reindexed {vectors} vectors ({embedder.name}, {embedder.dimension}-d) into {settings.paths.index_path} "
-          f"({human_bytes(size)})")
+    print(
+        f"reindexed {vectors} vectors ({embedder.name}, {embedder.dimension}-d) into {settings.paths.index_path} "
+        f"({human_bytes(size)})"
+    )
     return 0
 
 

@@ -26,8 +26,10 @@ def render(stats: dict[str, Any]) -> str:
     age = index["snapshot_age_seconds"]
     snapshot = "none saved yet"
     if index["snapshot_saved_at"]:
-        snapshot = (f"{human_bytes(index['snapshot_bytes'])}, saved {index['snapshot_saved_at']} "
-                    f"({human_age(age)} ago), includes change {index['snapshot_last_change']}")
+        snapshot = (
+            f"{human_bytes(index['snapshot_bytes'])}, saved {index['snapshot_saved_at']} "
+            f"({human_age(age)} ago), includes change {index['snapshot_last_change']}"
+        )
     rows = [
         ("memories", str(stats["memories"])),
         ("vectors", f"{index['vectors']} (index {index['state']})"),
@@ -40,6 +42,5 @@ def render(stats: dict[str, Any]) -> str:
         rows.append(("snapshot error", index["last_snapshot_error"]))
     namespaces = sorted(stats["namespaces"].items(), key=lambda item: (-item[1], item[0]))
     out = [table(rows, indent=0), "", f"namespaces ({len(namespaces)})"]
-    out.append(table([(ns, str(n)) for ns, n in namespaces], ("NAMESPACE", "MEMORIES")) if namespaces
-               else "  (none)")
+    out.append(table([(ns, str(n)) for ns, n in namespaces], ("NAMESPACE", "MEMORIES")) if namespaces else "  (none)")
     return "\n".join(out)

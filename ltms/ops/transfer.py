@@ -46,6 +46,7 @@ def iso_micro(epoch_seconds: float) -> str:
 
 # -- export ---------------------------------------------------------------------------------------------------
 
+
 def run_export(settings: Settings, file: str, with_embeddings: bool = False) -> int:
     db_path = settings.paths.db_path
     to_stdout = file == "-"
@@ -91,7 +92,9 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
             while True:
                 rows = conn.execute(
                     "SELECT id, text, namespace, tags, metadata, created_at, updated_at, model, embedding"
-                    " FROM memories WHERE id > ? ORDER BY id LIMIT 1000", (last,)).fetchall()
+                    " FROM memories WHERE id > ? ORDER BY id LIMIT 1000",
+                    (last,),
+                ).fetchall()
                 if not rows:
                     break
                 last = int(rows[-1][0])
@@ -109,8 +112,15 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
 
 def _line(row: Sequence[Any], with_embeddings: bool) -> dict[str, Any]:
     memory_id, text, namespace, tags, metadata, created, updated, model, blob = row
-    line = {"id": int(memory_id), "text": text, "namespace": namespace, "tags": json.loads(tags),
-            "metadata": json.loads(metadata), "created_at": iso_micro(created), "updated_at": iso_micro(updated)}
+    line = {
+        "id": int(memory_id),
+        "text": text,
+        "namespace": namespace,
+        "tags": json.loads(tags),
+        "metadata": json.loads(metadata),
+        "created_at": iso_micro(created),
+        "updated_at": iso_micro(updated),
+    }
     if with_embeddings:
         line["model"] = model
         line["embedding"] = np.frombuffer(blob, dtype=np.float32).tolist()
@@ -118,6 +128,7 @@ def _line(row: Sequence[Any], with_embeddings: bool) -> dict[str, Any]:
 
 
 # -- import ---------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ImportItem:
@@ -141,14 +152,17 @@ def run_import(settings: Settings, file: str, embedder: Embedder | None = None) 
         for error in errors[:MAX_REPORTED_ERRORS]:
             print(f"{source} {error}", file=sys.stderr)
         listed = f", the first {MAX_REPORTED_ERRORS} listed above" if len(errors) > MAX_REPORTED_ERRORS else ""
-        raise InvalidInput(f"{source}: {len(errors)} malformed lines{listed} (the first: {errors[0]}); "
-                           "nothing was imported")
+        raise InvalidInput(
+            f"{source}: {len(errors)} malformed lines{listed} (the first: {errors[0]}); nothing was imported"
+        )
     embedder = embedder if embedder is not None else make_embedder(settings.embedder)
     with ProgressBar("embedding") as bar:
         tracked = _ProgressEmbedder(embedder, bar)
         with MemoryService(settings, tracked, background_saves=False) as service:
-            results = service.store_many([(i.text, i.tags, i.metadata, i.namespace) for i in items],
-                                         timestamps=[(i.created_at, i.updated_at) for i in items])
+            results = service.store_many(
+                [(i.text, i.tags, i.metadata, i.namespace) for i in items],
+                timestamps=[(i.created_at, i.updated_at) for i in items],
+            )
     created = sum(r.created for r in results)
     print(f"imported {created}, already present {len(results) - created} (from {source}, {len(items)} lines)")
     return 0
@@ -222,6 +236,6 @@ class _ProgressEmbedder:
             return self.inner.embed(texts)
         parts = []
         for start in range(0, len(texts), EMBED_CHUNK):
-            parts.append(self.inner.embed(texts[start:start + EMBED_CHUNK]))
+            parts.append(self.inner.embed(texts[start : start + EMBED_CHUNK]))
             self.bar.update(start + len(parts[-1]), len(texts))
         return np.concatenate(parts)

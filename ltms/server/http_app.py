@@ -56,6 +56,7 @@ def is_loopback(host: str) -> bool:
 
 # -- bearer-token auth ----------------------------------------------------------------------------------------
 
+
 class StaticTokenVerifier:
     """Accepts exactly one bearer token (LTMC_AUTH_TOKEN), compared in constant time."""
 
@@ -76,6 +77,7 @@ def auth_settings(settings: Settings) -> AuthSettings:
 
 
 # -- DNS-rebinding protection ---------------------------------------------------------------------------------
+
 
 def allowed_host_names(host: str) -> list[str]:
     """Host names a request may carry in its Host header: loopback always, plus what we listen on."""
@@ -99,8 +101,7 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     # "name:*" for direct clients; the bare name for a reverse proxy on the default port.
     hosts = [f"{name}:*" for name in names] + names
     origins = [f"{scheme}://{name}{port}" for name in names for scheme in ("http", "https") for port in (":*", "")]
-    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
-                                     allowed_origins=origins)
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
 def max_body_bytes(settings: Settings) -> int:
@@ -110,6 +111,7 @@ def max_body_bytes(settings: Settings) -> int:
 
 
 # -- the app -----------------------------------------------------------------------------------------------------
+
 
 class OneResponsePerRequest:
     """ASGI middleware: after the SDK's SSE endpoint streams its response and the server ends the stream (at
@@ -148,8 +150,17 @@ def health_payload(service: MemoryService, settings: Settings) -> dict[str, Any]
         "memories": stats["memories"],
         "model": stats["model"],
         "read_only": settings.read_only,
-        "index": {key: index[key] for key in ("state", "vectors", "unsaved_changes", "snapshot_saved_at",
-                                             "snapshot_last_change", "last_snapshot_error")},
+        "index": {
+            key: index[key]
+            for key in (
+                "state",
+                "vectors",
+                "unsaved_changes",
+                "snapshot_saved_at",
+                "snapshot_last_change",
+                "last_snapshot_error",
+            )
+        },
         "data_dir": stats["data_dir"],
     }
 
@@ -157,10 +168,19 @@ def health_payload(service: MemoryService, settings: Settings) -> dict[str, Any]
 def build_http_app(mcp: MCPServer, service: MemoryService, settings: Settings) -> Starlette:
     security = transport_security(settings)
     body_limit = max_body_bytes(settings)
-    streamable = mcp.streamable_http_app(streamable_http_path=MCP_PATH, transport_security=security,
-                                         max_request_body_size=body_limit, host=settings.http_host)
-    sse = mcp.sse_app(sse_path=SSE_PATH, message_path=MESSAGES_PATH, transport_security=security,
-                      max_request_body_size=body_limit, host=settings.http_host)
+    streamable = mcp.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        transport_security=security,
+        max_request_body_size=body_limit,
+        host=settings.http_host,
+    )
+    sse = mcp.sse_app(
+        sse_path=SSE_PATH,
+        message_path=MESSAGES_PATH,
+        transport_security=security,
+        max_request_body_size=body_limit,
+        host=settings.http_host,
+    )
     guard = TransportSecurityMiddleware(security)
 
     async def health(request: Request) -> Response:

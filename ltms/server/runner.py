@@ -85,7 +85,8 @@ def check_exposure(settings: Settings) -> None:
         raise StartupError(
             f"refusing to listen on {host!r}, beyond loopback, without authentication: set LTMC_AUTH_TOKEN to "
             f"a long random secret, or pass --allow-insecure (LTMC_ALLOW_INSECURE=1) if something else "
-            f"protects this port")
+            f"protects this port"
+        )
     if settings.auth_token and len(settings.auth_token) < MIN_TOKEN_CHARS:
         log.warning("LTMC_AUTH_TOKEN is shorter than %d characters: use a long random secret", MIN_TOKEN_CHARS)
     if not is_loopback(host) and not settings.auth_token:
@@ -133,6 +134,7 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
 
 # -- signals ----------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class _StopRequest:
     """Signal handling outside the event loop (start-up, final save): note the first signal, force on the second."""
@@ -175,11 +177,12 @@ class _Uvicorn(uvicorn.Server):
 
 # -- the event loop ---------------------------------------------------------------------------------------------
 
-async def _serve_async(service: MemoryService, settings: Settings, transport: str, sockets: list[socket.socket],
-                       stop: _StopRequest) -> int:
+
+async def _serve_async(
+    service: MemoryService, settings: Settings, transport: str, sockets: list[socket.socket], stop: _StopRequest
+) -> int:
     verifier = StaticTokenVerifier(settings.auth_token) if settings.auth_token and sockets else None
-    mcp = build_server(service, settings, token_verifier=verifier,
-                       auth=auth_settings(settings) if verifier else None)
+    mcp = build_server(service, settings, token_verifier=verifier, auth=auth_settings(settings) if verifier else None)
     done = anyio.Event()
     status = 0
 
@@ -207,8 +210,9 @@ async def _serve_async(service: MemoryService, settings: Settings, transport: st
             _log_listening(sockets, verifier is not None)
         if transport in ("stdio", "dual"):
             tg.start_soon(_run_stdio, mcp, max_body_bytes(settings), done)
-        log.info("ltmc %s serving over %s (%s)", __version__, transport,
-                 "read-only" if settings.read_only else "read-write")
+        log.info(
+            "ltmc %s serving over %s (%s)", __version__, transport, "read-only" if settings.read_only else "read-write"
+        )
 
         await done.wait()
         if http_server is not None:
@@ -223,8 +227,15 @@ async def _serve_async(service: MemoryService, settings: Settings, transport: st
 
 def _http_server(mcp: MCPServer, service: MemoryService, settings: Settings) -> _Uvicorn:
     app = build_http_app(mcp, service, settings)
-    config = uvicorn.Config(app, log_config=None, access_log=settings.log_level == "DEBUG", lifespan="on",
-                            timeout_graceful_shutdown=HTTP_GRACE_SECONDS, ws="none", server_header=False)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=settings.log_level == "DEBUG",
+        lifespan="on",
+        timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+        ws="none",
+        server_header=False,
+    )
     return _Uvicorn(config)
 
 
@@ -276,5 +287,11 @@ def _log_listening(sockets: list[socket.socket], with_auth: bool) -> None:
     for sock in sockets:
         host, port = sock.getsockname()[:2]
         base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        log.info("HTTP on %s: streamable %s, SSE %s, health %s (auth: %s; DNS-rebinding protection on)", base,
-                 MCP_PATH, SSE_PATH, HEALTH_PATH, "bearer token" if with_auth else "none")
+        log.info(
+            "HTTP on %s: streamable %s, SSE %s, health %s (auth: %s; DNS-rebinding protection on)",
+            base,
+            MCP_PATH,
+            SSE_PATH,
+            HEALTH_PATH,
+            "bearer token" if with_auth else "none",
+        )

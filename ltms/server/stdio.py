@@ -33,8 +33,9 @@ async def stdin_lines(fd: int = 0, max_line_bytes: int = DEFAULT_MAX_REQUEST_BOD
     send, receive = anyio.create_memory_object_stream[bytes](16)
     token = anyio.lowlevel.current_token()
     private_fd = os.dup(fd)  # ours alone: closing sys.stdin at exit cannot pull it from under the thread
-    threading.Thread(target=_pump, args=(private_fd, send, token, max_line_bytes), name="ltmc-stdin",
-                     daemon=True).start()
+    threading.Thread(
+        target=_pump, args=(private_fd, send, token, max_line_bytes), name="ltmc-stdin", daemon=True
+    ).start()
     async with receive:
         async for line in receive:
             try:
@@ -53,7 +54,7 @@ def _pump(fd: int, send: ObjectSendStream[bytes], token: object, max_line_bytes:
             pending += chunk
             while (end := pending.find(b"\n")) >= 0:
                 line = bytes(pending[:end])
-                del pending[:end + 1]
+                del pending[: end + 1]
                 if discarding:
                     discarding = False
                 elif line.strip():

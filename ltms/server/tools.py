@@ -47,6 +47,7 @@ T = TypeVar("T")
 
 # -- output models (they are also the tools' published output schemas) ----------------------------------------
 
+
 class MemoryView(BaseModel):
     id: int = Field(description="the memory's id: pass it to get_memory, update_memory or delete_memory")
     text: str = Field(description="the text; cut short with a marker when `truncated` is true")
@@ -90,6 +91,7 @@ class DeleteResult(BaseModel):
 
 # -- turning service records into responses ---------------------------------------------------------------------
 
+
 def item_limit(settings: Settings, count: int) -> int:
     """Characters of text each of `count` items may show."""
     budget = max(RESPONSE_TEXT_BUDGET, settings.max_result_chars)
@@ -103,8 +105,10 @@ def view(memory: Memory, limit: int | None = None) -> dict[str, Any]:
     item.update(truncated=False, text_chars=len(memory.text), metadata_truncated=False)
     if limit is not None:
         if len(memory.text) > limit:
-            item["text"] = (f"{memory.text[:limit]}… [truncated: {limit} of {len(memory.text)} characters shown; "
-                            f"call get_memory with id {memory.id} for the whole text]")
+            item["text"] = (
+                f"{memory.text[:limit]}… [truncated: {limit} of {len(memory.text)} characters shown; "
+                f"call get_memory with id {memory.id} for the whole text]"
+            )
             item["truncated"] = True
         if len(json.dumps(memory.metadata, ensure_ascii=False, separators=(",", ":"))) > limit:
             item.update(metadata={}, metadata_truncated=True)
@@ -119,23 +123,27 @@ def call(tool: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise ToolError(str(exc)) from exc
     except Exception:
         log.exception("%s failed unexpectedly", tool)
-        raise ToolError(f"{tool} failed because of an internal server error; the server log has the details") \
-            from None
+        raise ToolError(f"{tool} failed because of an internal server error; the server log has the details") from None
 
 
 # -- parameter types -------------------------------------------------------------------------------------------
 
-NamespaceIn = Annotated[str | None, Field(
-    description="namespace to keep projects or agents apart: 1-64 characters from letters, digits and _ . : @ / -")]
-TagsFilter = Annotated[list[str] | None, Field(
-    description="only memories carrying ALL of these tags")]
+NamespaceIn = Annotated[
+    str | None,
+    Field(
+        description="namespace to keep projects or agents apart: 1-64 characters from letters, digits and _ . : @ / -"
+    ),
+]
+TagsFilter = Annotated[list[str] | None, Field(description="only memories carrying ALL of these tags")]
 # strict: a JSON integer only. Lax validation turned `true` into id 1 (and "2" into 2), so delete_memory(id=true)
 # deleted memory 1.
-MemoryId = Annotated[int, Field(ge=1, strict=True,
-                                description="a memory id, as returned by store_memory or retrieve_memory")]
+MemoryId = Annotated[
+    int, Field(ge=1, strict=True, description="a memory id, as returned by store_memory or retrieve_memory")
+]
 
 
 # -- the server --------------------------------------------------------------------------------------------------
+
 
 def register(mcp: MCPServer, fn: Callable[..., Any], title: str, annotations: ToolAnnotations) -> None:
     # The docstring is the description an LLM reads: without its source indentation.
@@ -145,34 +153,57 @@ def register(mcp: MCPServer, fn: Callable[..., Any], title: str, annotations: To
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
-def build_server(service: MemoryService, settings: Settings, token_verifier: TokenVerifier | None = None,
-                 auth: AuthSettings | None = None) -> MCPServer:
+def build_server(
+    service: MemoryService,
+    settings: Settings,
+    token_verifier: TokenVerifier | None = None,
+    auth: AuthSettings | None = None,
+) -> MCPServer:
     """An MCPServer whose tools call `service`. Read-only settings register only the reading tools.
 
     `token_verifier` and `auth` (both or neither) protect the HTTP transports; stdio is never authenticated."""
-    mcp: MCPServer = MCPServer(name=SERVER_NAME, title="LTMC long-term memory", version=__version__,
-                               instructions=INSTRUCTIONS + (READ_ONLY_NOTE if settings.read_only else ""),
-                               log_level=settings.log_level,
-                               token_verifier=token_verifier, auth=auth)
+    mcp: MCPServer = MCPServer(
+        name=SERVER_NAME,
+        title="LTMC long-term memory",
+        version=__version__,
+        instructions=INSTRUCTIONS + (READ_ONLY_NOTE if settings.read_only else ""),
+        log_level=settings.log_level,
+        token_verifier=token_verifier,
+        auth=auth,
+    )
 
     def retrieve_memory(
         query: Annotated[str, Field(description="what to look for, in natural language; matched by meaning")],
         k: Annotated[int, Field(ge=1, le=validation.MAX_K, description="how many memories to return at most")] = 5,
         namespace: Annotated[str | None, Field(description="search only this namespace (default: all)")] = None,
         tags: TagsFilter = None,
-        since: Annotated[str | None, Field(
-            description="only memories created at or after this ISO 8601 date or date-time "
-                        "(UTC when no offset is given), e.g. 2026-01-31 or 2026-01-31T12:00:00Z")] = None,
+        since: Annotated[
+            str | None,
+            Field(
+                description="only memories created at or after this ISO 8601 date or date-time "
+                "(UTC when no offset is given), e.g. 2026-01-31 or 2026-01-31T12:00:00Z"
+            ),
+        ] = None,
         until: Annotated[str | None, Field(description="only memories created at or before this ISO 8601 time")] = None,
-        min_score: Annotated[float | None, Field(
-            ge=-1.0, le=1.0, description="drop results below this cosine similarity (-1..1)")] = None,
+        min_score: Annotated[
+            float | None, Field(ge=-1.0, le=1.0, description="drop results below this cosine similarity (-1..1)")
+        ] = None,
     ) -> RetrieveResult:
         """Find the stored memories closest in meaning to `query`, closest first, with their similarity scores.
 
         Filters (namespace, tags, since/until) apply before the top-k cut. Long texts are shortened
         (truncated: true); call get_memory with the id for the whole text."""
-        hits = call("retrieve_memory", service.retrieve, query, k=k, namespace=namespace, tags=tags, since=since,
-                    until=until, min_score=min_score)
+        hits = call(
+            "retrieve_memory",
+            service.retrieve,
+            query,
+            k=k,
+            namespace=namespace,
+            tags=tags,
+            since=since,
+            until=until,
+            min_score=min_score,
+        )
         limit = item_limit(settings, len(hits))
         results = [Hit(**view(hit.memory, limit), score=round(hit.score, 6)) for hit in hits]
         return RetrieveResult(results=results, count=len(results))
@@ -190,8 +221,12 @@ def build_server(service: MemoryService, settings: Settings, token_verifier: Tok
         """List memories newest first, a page at a time. Long texts are shortened (truncated: true)."""
         page = call("list_memories", service.list, namespace=namespace, tags=tags, limit=limit, offset=offset)
         per_item = item_limit(settings, len(page.items))
-        return ListResult(items=[MemoryView(**view(m, per_item)) for m in page.items], total=page.total,
-                          offset=page.offset, next_offset=page.next_offset)
+        return ListResult(
+            items=[MemoryView(**view(m, per_item)) for m in page.items],
+            total=page.total,
+            offset=page.offset,
+            next_offset=page.next_offset,
+        )
 
     def memory_stats() -> dict[str, Any]:
         """Counts per namespace, the embedding model, and the state of the search index and its snapshot."""
@@ -211,14 +246,27 @@ def build_server(service: MemoryService, settings: Settings, token_verifier: Tok
 
 def _add_writing_tools(mcp: MCPServer, service: MemoryService, settings: Settings) -> None:
     def store_memory(
-        text: Annotated[str, Field(description=f"the memory: a fact, decision or note; non-empty, at most "
-                                               f"{settings.max_text_bytes} bytes of UTF-8")],
-        tags: Annotated[list[str] | None, Field(
-            description=f"labels to filter by later; at most {validation.MAX_TAGS} tags of up to "
-                        f"{validation.MAX_TAG_CHARS} characters")] = None,
-        metadata: Annotated[dict[str, Any] | None, Field(
-            description=f"any JSON object kept with the memory (source, author, ...); at most "
-                        f"{settings.max_metadata_bytes} bytes as JSON")] = None,
+        text: Annotated[
+            str,
+            Field(
+                description=f"the memory: a fact, decision or note; non-empty, at most "
+                f"{settings.max_text_bytes} bytes of UTF-8"
+            ),
+        ],
+        tags: Annotated[
+            list[str] | None,
+            Field(
+                description=f"labels to filter by later; at most {validation.MAX_TAGS} tags of up to "
+                f"{validation.MAX_TAG_CHARS} characters"
+            ),
+        ] = None,
+        metadata: Annotated[
+            dict[str, Any] | None,
+            Field(
+                description=f"any JSON object kept with the memory (source, author, ...); at most "
+                f"{settings.max_metadata_bytes} bytes as JSON"
+            ),
+        ] = None,
         namespace: NamespaceIn = None,
     ) -> StoreResult:
         """Store a memory so it can be retrieved later by meaning.
@@ -228,17 +276,22 @@ def _add_writing_tools(mcp: MCPServer, service: MemoryService, settings: Setting
         try:
             memory = service.get(result.id)
         except LTMCError:  # deleted by someone else in between: the store itself succeeded
-            return StoreResult(id=result.id, created=result.created,
-                               namespace=validation.namespace(namespace) or validation.DEFAULT_NAMESPACE)
-        return StoreResult(id=result.id, created=result.created, namespace=memory.namespace,
-                           created_at=iso_utc(memory.created_at))
+            return StoreResult(
+                id=result.id,
+                created=result.created,
+                namespace=validation.namespace(namespace) or validation.DEFAULT_NAMESPACE,
+            )
+        return StoreResult(
+            id=result.id, created=result.created, namespace=memory.namespace, created_at=iso_utc(memory.created_at)
+        )
 
     def update_memory(
         id: MemoryId,
         text: Annotated[str | None, Field(description="new text (re-embedded); omit to keep the text")] = None,
         tags: Annotated[list[str] | None, Field(description="new tags, replacing the old; omit to keep")] = None,
-        metadata: Annotated[dict[str, Any] | None, Field(
-            description="new metadata, replacing the old; omit to keep")] = None,
+        metadata: Annotated[
+            dict[str, Any] | None, Field(description="new metadata, replacing the old; omit to keep")
+        ] = None,
     ) -> MemoryView:
         """Change a memory's text, tags or metadata; what is omitted stays as it was. Returns the memory."""
         memory = call("update_memory", service.update, id, text=text, tags=tags, metadata=metadata)
@@ -250,9 +303,21 @@ def _add_writing_tools(mcp: MCPServer, service: MemoryService, settings: Setting
         return DeleteResult(id=id, deleted=True)
 
     # store is idempotent: the same text in the same namespace is deduplicated to the same id.
-    register(mcp, store_memory, "Store a memory", ToolAnnotations(
-        read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False))
-    register(mcp, update_memory, "Update a memory", ToolAnnotations(
-        read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False))
-    register(mcp, delete_memory, "Delete a memory", ToolAnnotations(
-        read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False))
+    register(
+        mcp,
+        store_memory,
+        "Store a memory",
+        ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False),
+    )
+    register(
+        mcp,
+        update_memory,
+        "Update a memory",
+        ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
+    register(
+        mcp,
+        delete_memory,
+        "Delete a memory",
+        ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False),
+    )

@@ -80,8 +80,9 @@ class Database:
         except OSError as exc:
             raise StorageError("create database file", path, exc.strerror or exc) from exc
         try:
-            self._conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                         check_same_thread=False)
+            self._conn = sqlite3.connect(
+                str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
             self._identity = self._file_identity()
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = self._enable_wal()
@@ -122,8 +123,12 @@ class Database:
             if self._file_identity() != self._identity:
                 # SQLite would go on writing into the open, unlinked file: acknowledged and then lost for good.
                 self._rollback()
-                raise StorageError("write to", self.path, "the database file was deleted or replaced while this "
-                                   "process had it open; nothing was written (restart to open the current file)")
+                raise StorageError(
+                    "write to",
+                    self.path,
+                    "the database file was deleted or replaced while this "
+                    "process had it open; nothing was written (restart to open the current file)",
+                )
             try:
                 yield self._conn
             except sqlite3.Error as exc:  # e.g. SQLITE_FULL: name the file and the reason
@@ -190,25 +195,48 @@ class Database:
 
     @staticmethod
     def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
-        conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                     (key, value))
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     # -- writes (call inside `with db.write() as conn`) -------------------------------------------------
 
     @staticmethod
     def find_by_hash(conn: sqlite3.Connection, namespace: str, content_hash: str) -> int | None:
-        row = conn.execute("SELECT id FROM memories WHERE namespace = ? AND content_hash = ?",
-                           (namespace, content_hash)).fetchone()
+        row = conn.execute(
+            "SELECT id FROM memories WHERE namespace = ? AND content_hash = ?", (namespace, content_hash)
+        ).fetchone()
         return int(row[0]) if row else None
 
     @staticmethod
-    def insert(conn: sqlite3.Connection, *, text: str, namespace: str, tags: list[str], metadata: dict[str, Any],
-               created_at: float, updated_at: float, content_hash: str, embedding: np.ndarray, model: str) -> int:
+    def insert(
+        conn: sqlite3.Connection,
+        *,
+        text: str,
+        namespace: str,
+        tags: list[str],
+        metadata: dict[str, Any],
+        created_at: float,
+        updated_at: float,
+        content_hash: str,
+        embedding: np.ndarray,
+        model: str,
+    ) -> int:
         cursor = conn.execute(
             "INSERT INTO memories(namespace, text, tags, metadata, created_at, updated_at, content_hash, embedding,"
             " model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (namespace, text, json.dumps(tags), json.dumps(metadata), created_at, updated_at, content_hash,
-             _blob(embedding), model),
+            (
+                namespace,
+                text,
+                json.dumps(tags),
+                json.dumps(metadata),
+                created_at,
+                updated_at,
+                content_hash,
+                _blob(embedding),
+                model,
+            ),
         )
         memory_id = int(cursor.lastrowid or 0)
         conn.executemany("INSERT INTO memory_tags(memory_id, tag) VALUES (?, ?)", [(memory_id, t) for t in tags])
@@ -216,17 +244,38 @@ class Database:
         return memory_id
 
     @staticmethod
-    def update(conn: sqlite3.Connection, memory_id: int, *, text: str, tags: list[str], metadata: dict[str, Any],
-               updated_at: float, content_hash: str, embedding: np.ndarray | None, model: str) -> None:
+    def update(
+        conn: sqlite3.Connection,
+        memory_id: int,
+        *,
+        text: str,
+        tags: list[str],
+        metadata: dict[str, Any],
+        updated_at: float,
+        content_hash: str,
+        embedding: np.ndarray | None,
+        model: str,
+    ) -> None:
         if embedding is None:
-            conn.execute("UPDATE memories SET text = ?, tags = ?, metadata = ?, updated_at = ?, content_hash = ?"
-                         " WHERE id = ?",
-                         (text, json.dumps(tags), json.dumps(metadata), updated_at, content_hash, memory_id))
+            conn.execute(
+                "UPDATE memories SET text = ?, tags = ?, metadata = ?, updated_at = ?, content_hash = ? WHERE id = ?",
+                (text, json.dumps(tags), json.dumps(metadata), updated_at, content_hash, memory_id),
+            )
         else:
-            conn.execute("UPDATE memories SET text = ?, tags = ?, metadata = ?, updated_at = ?, content_hash = ?,"
-                         " embedding = ?, model = ? WHERE id = ?",
-                         (text, json.dumps(tags), json.dumps(metadata), updated_at, content_hash,
-                          _blob(embedding), model, memory_id))
+            conn.execute(
+                "UPDATE memories SET text = ?, tags = ?, metadata = ?, updated_at = ?, content_hash = ?,"
+                " embedding = ?, model = ? WHERE id = ?",
+                (
+                    text,
+                    json.dumps(tags),
+                    json.dumps(metadata),
+                    updated_at,
+                    content_hash,
+                    _blob(embedding),
+                    model,
+                    memory_id,
+                ),
+            )
         conn.execute("DELETE FROM memory_tags WHERE memory_id = ?", (memory_id,))
         conn.executemany("INSERT INTO memory_tags(memory_id, tag) VALUES (?, ?)", [(memory_id, t) for t in tags])
         Database.log_change(conn, memory_id, "update", updated_at)
@@ -250,8 +299,9 @@ class Database:
     # -- reads ------------------------------------------------------------------------------------------
 
     def id_for_hash(self, namespace: str, content_hash: str) -> int | None:
-        rows = self._query("SELECT id FROM memories WHERE namespace = ? AND content_hash = ?",
-                           (namespace, content_hash))
+        rows = self._query(
+            "SELECT id FROM memories WHERE namespace = ? AND content_hash = ?", (namespace, content_hash)
+        )
         return int(rows[0][0]) if rows else None
 
     def get(self, memory_id: int) -> Memory | None:
@@ -261,7 +311,7 @@ class Database:
     def get_many(self, ids: Sequence[int]) -> dict[int, Memory]:
         found: dict[int, Memory] = {}
         for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
+            chunk = list(ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
             for row in self._query(f"SELECT {_COLUMNS} FROM memories WHERE id IN ({marks})", chunk):
                 found[int(row[0])] = _memory(row)
@@ -282,8 +332,10 @@ class Database:
 
         Ids are never reused, so a memory whose only change is its 'add' cannot be in an index built before it.
         """
-        rows = self._query("SELECT memory_id, min(op = 'add') FROM changes WHERE seq > ? AND seq <= ?"
-                           " GROUP BY memory_id", (after_seq, up_to_seq))
+        rows = self._query(
+            "SELECT memory_id, min(op = 'add') FROM changes WHERE seq > ? AND seq <= ? GROUP BY memory_id",
+            (after_seq, up_to_seq),
+        )
         added = [int(memory_id) for memory_id, only_added in rows if only_added]
         modified = [int(memory_id) for memory_id, only_added in rows if not only_added]
         return added, modified
@@ -293,7 +345,7 @@ class Database:
         found_ids: list[int] = []
         blobs: list[bytes] = []
         for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
+            chunk = list(ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
             for memory_id, blob in self._query(f"SELECT id, embedding FROM memories WHERE id IN ({marks})", chunk):
                 found_ids.append(int(memory_id))
@@ -314,16 +366,18 @@ class Database:
         """Every memory in id order with its embedding blob and model name."""
         last = 0
         while True:
-            rows = self._query(f"SELECT {_COLUMNS}, embedding, model FROM memories WHERE id > ? ORDER BY id LIMIT ?",
-                               (last, batch))
+            rows = self._query(
+                f"SELECT {_COLUMNS}, embedding, model FROM memories WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+            )
             if not rows:
                 return
             last = int(rows[-1][0])
             for row in rows:
                 yield _memory(row), row[8], row[9]
 
-    def filter_ids(self, namespace: str | None, tags: Sequence[str], since: float | None,
-                   until: float | None) -> np.ndarray:
+    def filter_ids(
+        self, namespace: str | None, tags: Sequence[str], since: float | None, until: float | None
+    ) -> np.ndarray:
         where, params = _filters(namespace, tags, since, until)
         rows = self._query(f"SELECT id FROM memories{where}", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -332,8 +386,9 @@ class Database:
         """Newest first."""
         where, params = _filters(namespace, tags, None, None)
         total = int(self._query(f"SELECT count(*) FROM memories{where}", params)[0][0])
-        rows = self._query(f"SELECT {_COLUMNS} FROM memories{where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                           [*params, limit, offset])
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM memories{where} ORDER BY id DESC LIMIT ? OFFSET ?", [*params, limit, offset]
+        )
         return [_memory(r) for r in rows], total
 
     def integrity_check(self) -> str:
@@ -359,8 +414,9 @@ def _blob(embedding: np.ndarray) -> bytes:
     return np.ascontiguousarray(embedding, dtype=np.float32).tobytes()
 
 
-def _filters(namespace: str | None, tags: Sequence[str], since: float | None,
-             until: float | None) -> tuple[str, list[Any]]:
+def _filters(
+    namespace: str | None, tags: Sequence[str], since: float | None, until: float | None
+) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     if namespace is not None:
@@ -368,8 +424,9 @@ def _filters(namespace: str | None, tags: Sequence[str], since: float | None,
         params.append(namespace)
     if tags:
         marks = ",".join("?" * len(tags))
-        clauses.append(f"id IN (SELECT memory_id FROM memory_tags WHERE tag IN ({marks})"
-                       " GROUP BY memory_id HAVING count(*) = ?)")
+        clauses.append(
+            f"id IN (SELECT memory_id FROM memory_tags WHERE tag IN ({marks}) GROUP BY memory_id HAVING count(*) = ?)"
+        )
         params.extend(tags)
         params.append(len(tags))
     if since is not None:

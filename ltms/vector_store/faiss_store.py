@@ -65,9 +65,7 @@ class FaissIndex:
             return 0
         return int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))
 
-    def search(
-        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
-    ) -> list[tuple[int, float]]:
+    def search(self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None) -> list[tuple[int, float]]:
         """The k best (id, score) pairs; with `allowed_ids`, only those ids compete for the k places."""
         if self.ntotal == 0 or k <= 0:
             return []
@@ -139,8 +137,9 @@ class SnapshotStore:
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise SnapshotInvalid(f"unreadable manifest {self.manifest_path}: {exc}") from exc
 
-    def save(self, data: np.ndarray, count: int, dimension: int, model: str, last_seq: int,
-             database_id: str = "") -> Manifest | None:
+    def save(
+        self, data: np.ndarray, count: int, dimension: int, model: str, last_seq: int, database_id: str = ""
+    ) -> Manifest | None:
         """Write the index bytes and then the manifest, each atomically. Returns None when skipped because
         the snapshot on disk (written by another process) already contains everything this one does.
 
@@ -200,8 +199,11 @@ class SnapshotStore:
                 except (TypeError, ValueError, AttributeError) as exc:
                     raise SnapshotInvalid(f"unreadable pending entry in {self.manifest_path}: {exc}") from exc
                 if (size, digest) == (written.size, written.sha256):
-                    log.info("index snapshot %s: the last save stopped after writing the index, before its "
-                             "manifest; the index it wrote is complete and is used", self.index_path)
+                    log.info(
+                        "index snapshot %s: the last save stopped after writing the index, before its "
+                        "manifest; the index it wrote is complete and is used",
+                        self.index_path,
+                    )
                     _check_fits(written, dimension, model, database_id)
                     manifest = written
             if size != manifest.size:
@@ -261,8 +263,9 @@ def _check_fits(manifest: Manifest, dimension: int, model: str, database_id: str
     if manifest.dimension != dimension:
         raise SnapshotInvalid(f"dimension {manifest.dimension}, expected {dimension}")
     if database_id and manifest.database_id and manifest.database_id != database_id:
-        raise SnapshotInvalid(f"it was built from another database (id {manifest.database_id}; this one is "
-                              f"{database_id})")
+        raise SnapshotInvalid(
+            f"it was built from another database (id {manifest.database_id}; this one is {database_id})"
+        )
 
 
 def _as_matrix(vectors: np.ndarray, dimension: int) -> np.ndarray:
