@@ -113,6 +113,12 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any], Any, str]] = {
         2000,
         "longest text returned per memory by retrieve/list before truncation",
     ),
+    "retrieval_mode": (
+        "LTMC_RETRIEVAL_MODE",
+        _choice("hybrid", "semantic", "keyword"),
+        "hybrid",
+        "default retrieve_memory mode: hybrid (keywords + meaning), semantic or keyword",
+    ),
 }
 
 
@@ -132,6 +138,7 @@ class Settings:
     allow_insecure: bool = False
     log_level: str = "INFO"
     max_result_chars: int = 2000
+    retrieval_mode: str = "hybrid"
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod

@@ -42,9 +42,21 @@ class StoreResult:
 
 
 @dataclass(frozen=True)
+class Passage:
+    """The part of a memory's text that matched best: characters [start, end)."""
+
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
 class SearchHit:
     memory: Memory
-    score: float  # cosine similarity, -1..1
+    score: float  # the ranking score of the retrieval mode (see MemoryService.retrieve)
+    similarity: float | None = None  # cosine of the best-matching chunk, -1..1
+    keyword_rank: int | None = None  # 1-based rank in the keyword leg; None when that leg did not find it
+    passage: Passage | None = None
 
 
 @dataclass(frozen=True)

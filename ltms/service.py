@@ -1,36 +1,40 @@
 """The memory service: the one API every transport and the CLI call.
 
-It owns the database (the source of truth), the in-memory FAISS index (a cache of the database's vectors)
-and the embedder. Data flows one way: callers -> service -> (embedder, database, index).
+It owns validation, embedding (long texts split into chunks), the dedup policy and the retrieval pipeline; a
+storage backend (ltms.storage) owns the durable truth and its indexes. Data flows one way:
+callers -> service -> (embedder, storage).
 
-Consistency across processes: every write appends to the database's change log in the same transaction.
-Before a search, and after each of its own writes, the service replays change-log rows newer than the last
-one its index has seen (`_catch_up`), so memories stored by another process are found at once.
+Retrieval has three modes. `semantic`: memories ranked by the cosine of their best chunk. `keyword`: full-text
+relevance (BM25 on SQLite, ts_rank on PostgreSQL). `hybrid` (the default): both legs fetch candidates and are
+fused (ltms.retrieval.fusion). Every hit carries its `similarity` (the best chunk's cosine, whatever the mode),
+its keyword rank, and the passage that matched.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from ltms import validation
 from ltms.config import Settings
 from ltms.embeddings import Embedder, make_embedder
-from ltms.errors import InvalidInput, ModelMismatch, NotFound, ReadOnlyError, StorageError
-from ltms.records import Memory, Page, SearchHit, StoreResult, iso_utc
-from ltms.storage.db import Database, blobs_to_matrix
-from ltms.vector_store.faiss_config import prepare_directories
-from ltms.vector_store.faiss_store import FaissIndex, SnapshotInvalid, SnapshotMissing, SnapshotStore
+from ltms.errors import InvalidInput, NotFound, ReadOnlyError
+from ltms.records import Memory, Page, Passage, SearchHit, StoreResult, iso_utc
+from ltms.retrieval.chunking import Chunker
+from ltms.retrieval.fusion import fuse, normalised
+from ltms.retrieval.keywords import query_terms
+from ltms.storage import Storage, open_storage
+from ltms.storage.base import Chunk, Filter, MemoryChange, NewMemory, VectorHit
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+MODES = ("hybrid", "semantic", "keyword")
+# Each leg fetches at least this many candidates for fusion; more changed nothing on the benchmark.
+MIN_CANDIDATES = 20
 
 
 def content_hash(text: str) -> str:
@@ -45,136 +49,25 @@ class MemoryService:
         *,
         allow_model_change: bool = False,
         background_saves: bool = True,
+        progress: Progress | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder if embedder is not None else make_embedder(settings.embedder)
-        paths = settings.paths
-        prepare_directories(paths)
-        self.db = Database(paths.db_path)
-        self.snapshots = SnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path)
-        self._lock = threading.RLock()  # guards the index, _applied_seq and the counters below
-        self._save_lock = threading.Lock()  # one snapshot write at a time from this process
-        self._unsaved_changes = 0
-        self._last_change = time.monotonic()
-        self.last_snapshot_error: str | None = None
-        self.last_snapshot_at: float | None = None
-        self._check_model(allow_model_change)
-        self.index_state = "unknown"
-        self.index, self._applied_seq = self._open_index()
-        self._stop = threading.Event()
-        self._saver: threading.Thread | None = None
-        if background_saves:
-            self._saver = threading.Thread(target=self._save_when_due, name="ltmc-snapshot", daemon=True)
-            self._saver.start()
-
-    # -- opening --------------------------------------------------------------------------------------
+        self.chunker = Chunker(self.embedder)
+        self.storage: Storage = open_storage(
+            settings,
+            self.embedder,
+            self.chunker,
+            allow_model_change=allow_model_change,
+            background_saves=background_saves,
+            progress=progress,
+        )
 
     @property
     def model(self) -> str:
         return self.embedder.name
 
-    def _check_model(self, allow_model_change: bool) -> None:
-        stored = self.db.get_meta("model")
-        stored_dim = self.db.get_meta("dimension")
-        current = (self.embedder.name, str(self.embedder.dimension))
-        if (stored, stored_dim) == current:
-            return
-        if stored is not None and not allow_model_change and self.db.count() > 0:
-            raise ModelMismatch(stored, self.embedder.name, self.db.path)
-        with self.db.write() as conn:
-            Database.set_meta(conn, "model", self.embedder.name)
-            Database.set_meta(conn, "dimension", str(self.embedder.dimension))
-
-    def _open_index(self) -> tuple[FaissIndex, int]:
-        paths = self.settings.paths
-        latest = self.db.max_seq()
-        try:
-            index, manifest = self.snapshots.load(self.embedder.dimension, self.model, self.db.database_id)
-            if manifest.last_seq > latest:
-                raise SnapshotInvalid(f"it includes change {manifest.last_seq}, the database only {latest}")
-        except SnapshotMissing:
-            log.info("no index snapshot at %s yet: building the index from %s", paths.index_path, paths.db_path)
-            return self._rebuild_and_save("created")
-        except SnapshotInvalid as exc:
-            log.warning("index snapshot %s cannot be used: %s", paths.index_path, exc)
-            self.snapshots.move_aside(str(exc))
-            return self._rebuild_and_save("rebuilt")
-        self.index = index
-        replayed = self._replay(manifest.last_seq, latest)
-        count = self.db.count()
-        if index.ntotal != count:
-            log.warning(
-                "index snapshot %s holds %d vectors after replay, the database %d memories: rebuilding",
-                paths.index_path,
-                index.ntotal,
-                count,
-            )
-            self.snapshots.move_aside("vector count does not match the database")
-            return self._rebuild_and_save("rebuilt")
-        self.index_state = "loaded"
-        self.last_snapshot_at = manifest.saved_at
-        log.info(
-            "loaded index snapshot %s: %d vectors, replayed %d newer changes", paths.index_path, index.ntotal, replayed
-        )
-        self._unsaved_changes = replayed
-        return index, latest
-
-    def _rebuild_and_save(self, state: str) -> tuple[FaissIndex, int]:
-        index, seq = self.build_index()
-        self.index_state = state
-        self.index, self._applied_seq = index, seq
-        self.save_snapshot(raise_errors=False, force=True)
-        return index, seq
-
-    def build_index(self, progress: Progress | None = None) -> tuple[FaissIndex, int]:
-        """A fresh index from every embedding in the database, and the change sequence it includes."""
-        with self.db.snapshot():  # rows and sequence from one consistent state
-            seq = self.db.max_seq()
-            total = self.db.count()
-            index = FaissIndex(self.embedder.dimension)
-            done = 0
-            for ids, blobs in self.db.iter_embeddings():
-                index.add(ids, blobs_to_matrix(blobs, self.embedder.dimension))
-                done += len(ids)
-                if progress:
-                    progress(done, total)
-        log.info("built the index from %s: %d vectors", self.db.path, index.ntotal)
-        return index, seq
-
-    # -- keeping the index current ---------------------------------------------------------------------
-
-    def _replay(self, after_seq: int, up_to_seq: int) -> int:
-        """Apply every change in (after_seq, up_to_seq] to the index; returns how many memories changed."""
-        if up_to_seq <= after_seq:
-            return 0
-        added, modified = self.db.changed_ids(after_seq, up_to_seq)
-        if modified:  # removal scans the whole index: only pay for it when something was updated or deleted
-            self.index.remove(np.asarray(modified, dtype=np.int64))
-        present, blobs = self.db.embeddings_for(added + modified)
-        self.index.add(present, blobs_to_matrix(blobs, self.embedder.dimension))
-        return len(added) + len(modified)
-
-    def _catch_up(self) -> None:
-        """Bring the index up to date with every committed change, ours or another process's."""
-        with self._lock:
-            latest = self.db.max_seq()
-            if latest == self._applied_seq:
-                return
-            if latest < self._applied_seq:  # the database was replaced under us
-                log.warning(
-                    "the database's change log went backwards (%d < %d): rebuilding the index",
-                    latest,
-                    self._applied_seq,
-                )
-                self.index, self._applied_seq = self.build_index()
-                self._unsaved_changes += 1
-                return
-            changed = self._replay(self._applied_seq, latest)
-            self._applied_seq = latest
-            self._unsaved_changes += changed
-            self._last_change = time.monotonic()
-
-    # -- the API ------------------------------------------------------------------------------------------
+    # -- writing ----------------------------------------------------------------------------------------------
 
     def store(
         self,
@@ -203,44 +96,104 @@ class MemoryService:
             prepared.append(
                 (
                     clean_text,
-                    validation.tags(tags),
+                    tuple(validation.tags(tags)),
                     clean_metadata,
-                    validation.namespace(namespace),
+                    str(validation.namespace(namespace)),
                     content_hash(clean_text),
                 )
             )
-        # Embed only what is new; dedup is checked again inside the transaction.
-        new_texts = sorted({p[0] for p in prepared if self.db.id_for_hash(p[3], p[4]) is None})
-        vectors = dict(zip(new_texts, self.embedder.embed(new_texts), strict=True)) if new_texts else {}
+        # Embed only what is new (all of a batch's chunks in one call); dedup is decided inside the transaction.
+        new_texts = sorted({p[0] for p in prepared if self.storage.find_by_hash(p[3], p[4]) is None})
+        chunked = dict(zip(new_texts, self.chunker.chunks(new_texts), strict=True)) if new_texts else {}
         results: list[StoreResult] = []
         now = time.time()
-        with self._lock:
-            with self.db.write() as conn:
-                for position, (text, tags, metadata, namespace, digest) in enumerate(prepared):
-                    existing = Database.find_by_hash(conn, namespace, digest)
-                    if existing is not None:
-                        results.append(StoreResult(existing, created=False))
-                        continue
-                    vector = vectors.get(text)
-                    if vector is None:  # deleted by another process since we looked
-                        vector = self.embedder.embed([text])[0]
-                    created, updated = timestamps[position] if timestamps else (None, None)
-                    created = created or now
-                    memory_id = Database.insert(
-                        conn,
-                        text=text,
-                        namespace=namespace,
-                        tags=tags,
-                        metadata=metadata,
-                        created_at=created,
-                        updated_at=updated or created,
-                        content_hash=digest,
-                        embedding=vector,
-                        model=self.model,
-                    )
-                    results.append(StoreResult(memory_id, created=True))
-            self._catch_up()
+        with self.storage.transaction() as tx:
+            for position, (text, tags, metadata, namespace, digest) in enumerate(prepared):
+                existing = tx.find_by_hash(namespace, digest)
+                if existing is not None:
+                    results.append(StoreResult(existing, created=False))
+                    continue
+                chunks = chunked.get(text)
+                if chunks is None:  # deleted by another process since we looked
+                    chunks = self.chunker.chunks([text])[0]
+                created, updated = timestamps[position] if timestamps else (None, None)
+                created = created or now
+                memory = NewMemory(
+                    text=text,
+                    namespace=namespace,
+                    tags=tags,
+                    metadata=metadata,
+                    created_at=created,
+                    updated_at=updated or created,
+                    content_hash=digest,
+                    model=self.model,
+                    chunks=chunks,
+                )
+                results.append(StoreResult(tx.insert(memory), created=True))
         return results
+
+    def update(
+        self,
+        memory_id: int,
+        text: str | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Memory:
+        """Change a memory's text, tags or metadata (each left alone when None). New text is re-embedded.
+
+        The merge with the stored state happens inside the write transaction, and chunks change only together
+        with the text they were embedded from: a tags-only update racing a text update can neither bring the old
+        text back nor leave the new text with the old vectors."""
+        self._refuse_if_read_only()
+        memory_id = validation.memory_id(memory_id)
+        new_text = None if text is None else validation.text(text, "text", self.settings.max_text_bytes)
+        new_tags = None if tags is None else tuple(validation.tags(tags))
+        new_metadata = None if metadata is None else validation.metadata(metadata, self.settings.max_metadata_bytes)
+        new_chunks: tuple[Chunk, ...] | None = None
+        if new_text is not None:
+            current = self.storage.get(memory_id)
+            if current is None:
+                raise NotFound(f"no memory with id {memory_id}")
+            if new_text != current.text:
+                new_chunks = self.chunker.chunks([new_text])[0]
+        with self.storage.transaction() as tx:
+            current = tx.get(memory_id)
+            if current is None:
+                raise NotFound(f"no memory with id {memory_id}")
+            final_text = current.text if new_text is None else new_text
+            chunks = None
+            if final_text != current.text:  # only ever when new_text was given
+                chunks = new_chunks if new_chunks is not None else self.chunker.chunks([final_text])[0]
+            digest = content_hash(final_text)
+            duplicate = tx.find_by_hash(current.namespace, digest)
+            if duplicate is not None and duplicate != memory_id:
+                raise InvalidInput(f"memory {duplicate} in namespace {current.namespace!r} already has this text")
+            change = MemoryChange(
+                text=final_text,
+                tags=tuple(current.tags) if new_tags is None else new_tags,
+                metadata=current.metadata if new_metadata is None else new_metadata,
+                updated_at=time.time(),
+                content_hash=digest,
+                model=self.model,
+                chunks=chunks,
+            )
+            tx.update(memory_id, change)
+        return self.get(memory_id)
+
+    def delete(self, memory_id: int) -> None:
+        self._refuse_if_read_only()
+        memory_id = validation.memory_id(memory_id)
+        with self.storage.transaction() as tx:
+            if not tx.delete(memory_id):
+                raise NotFound(f"no memory with id {memory_id}")
+
+    def _refuse_if_read_only(self) -> None:
+        if self.settings.read_only:
+            raise ReadOnlyError(
+                "this server is read-only (LTMC_READ_ONLY): memories cannot be stored, changed or deleted"
+            )
+
+    # -- reading ------------------------------------------------------------------------------------------------
 
     def retrieve(
         self,
@@ -251,30 +204,72 @@ class MemoryService:
         since: Any = None,
         until: Any = None,
         min_score: float | None = None,
+        mode: str | None = None,
     ) -> list[SearchHit]:
-        """The k memories closest in meaning to `query`. Filters apply before the top-k cut."""
+        """The k memories that best match `query`. Filters apply before the top-k cut.
+
+        `score` ranks the hits: the cosine in `semantic` mode, 0..1 relative to this query's candidates in
+        `keyword` and `hybrid` mode. `min_score` drops hits whose `similarity` (the cosine of their best
+        passage, an absolute measure comparable across queries) is below it, in every mode."""
         query = validation.text(query, "query", validation.MAX_QUERY_BYTES)
         k = validation.integer_in(k, "k", 1, validation.MAX_K)
-        namespace = validation.namespace(namespace, allow_none=True)
-        wanted_tags = validation.tags(tags)
-        start = validation.timestamp(since, "since")
-        end = validation.timestamp(until, "until")
+        mode = self._mode(mode)
+        where = Filter(
+            namespace=validation.namespace(namespace, allow_none=True),
+            tags=tuple(validation.tags(tags)),
+            since=validation.timestamp(since, "since"),
+            until=validation.timestamp(until, "until"),
+        )
         threshold = validation.score(min_score)
-        vector = self.embedder.embed([query])[0]
-        with self._lock:
-            self._catch_up()
-            allowed = None
-            if namespace is not None or wanted_tags or start is not None or end is not None:
-                allowed = self.db.filter_ids(namespace, wanted_tags, start, end)
-            ranked = self.index.search(vector, k, allowed)
-        memories = self.db.get_many([memory_id for memory_id, _ in ranked])
-        hits = [SearchHit(memories[i], score) for i, score in ranked if i in memories]
+        vector = self.embedder.embed_query(query)
+        pool = max(MIN_CANDIDATES, 2 * k) if mode == "hybrid" else k
+        vector_hits = self.storage.vector_search(vector, pool, where) if mode != "keyword" else []
+        keyword_hits = self.storage.keyword_search(query_terms(query), pool, where) if mode != "semantic" else []
+        if mode == "semantic":
+            ranked = [(hit.memory_id, hit.similarity) for hit in vector_hits]
+        elif mode == "keyword":
+            scores = normalised({hit.memory_id: hit.score for hit in keyword_hits})
+            ranked = [(hit.memory_id, scores[hit.memory_id]) for hit in keyword_hits]
+        else:
+            ranked = [(fused.memory_id, fused.score) for fused in fuse(vector_hits, keyword_hits)]
+        ranked = ranked[:k]
+        best = {hit.memory_id: hit for hit in vector_hits}
+        missing = [memory_id for memory_id, _ in ranked if memory_id not in best]
+        if missing:
+            best.update(self.storage.best_chunks(vector, missing))
+        keyword_ranks = {hit.memory_id: hit.rank for hit in keyword_hits}
+        memories = self.storage.get_many([memory_id for memory_id, _ in ranked])
+        hits = [
+            self._hit(memories[memory_id], score, best.get(memory_id), keyword_ranks.get(memory_id))
+            for memory_id, score in ranked
+            if memory_id in memories  # deleted by another process since the search
+        ]
         if threshold is not None:
-            hits = [hit for hit in hits if hit.score >= threshold]
+            hits = [hit for hit in hits if hit.similarity is not None and hit.similarity >= threshold]
         return hits
 
+    def _mode(self, mode: str | None) -> str:
+        if mode is None:
+            return self.settings.retrieval_mode
+        if mode not in MODES:
+            raise InvalidInput(f"mode {mode!r} is invalid: choose one of {', '.join(MODES)}")
+        return mode
+
+    @staticmethod
+    def _hit(memory: Memory, score: float, vector: VectorHit | None, keyword_rank: int | None) -> SearchHit:
+        passage = None
+        if vector is not None:
+            passage = Passage(vector.start, vector.end, memory.text[vector.start : vector.end])
+        return SearchHit(
+            memory=memory,
+            score=float(score),
+            similarity=None if vector is None else float(vector.similarity),
+            keyword_rank=keyword_rank,
+            passage=passage,
+        )
+
     def get(self, memory_id: int) -> Memory:
-        memory = self.db.get(validation.memory_id(memory_id))
+        memory = self.storage.get(validation.memory_id(memory_id))
         if memory is None:
             raise NotFound(f"no memory with id {memory_id}")
         return memory
@@ -285,161 +280,47 @@ class MemoryService:
         """Memories newest first, `limit` at a time."""
         limit = validation.integer_in(limit, "limit", 1, validation.MAX_PAGE)
         offset = validation.integer_in(offset, "offset", 0, 2**62)
-        items, total = self.db.page(
-            validation.namespace(namespace, allow_none=True), validation.tags(tags), limit, offset
-        )
+        where = Filter(namespace=validation.namespace(namespace, allow_none=True), tags=tuple(validation.tags(tags)))
+        items, total = self.storage.page(where, limit, offset)
         next_offset = offset + len(items) if offset + len(items) < total else None
         return Page(items=items, total=total, offset=offset, next_offset=next_offset)
 
-    def update(
-        self,
-        memory_id: int,
-        text: str | None = None,
-        tags: Sequence[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Memory:
-        """Change a memory's text, tags or metadata (each left alone when None). New text is re-embedded."""
-        self._refuse_if_read_only()
-        current = self.get(memory_id)
-        new_text = current.text if text is None else validation.text(text, "text", self.settings.max_text_bytes)
-        new_tags = current.tags if tags is None else validation.tags(tags)
-        new_metadata = (
-            current.metadata if metadata is None else validation.metadata(metadata, self.settings.max_metadata_bytes)
-        )
-        digest = content_hash(new_text)
-        vector = self.embedder.embed([new_text])[0] if new_text != current.text else None
-        with self._lock:
-            with self.db.write() as conn:
-                if self.db.get(current.id) is None:
-                    raise NotFound(f"no memory with id {memory_id} (deleted meanwhile)")
-                duplicate = Database.find_by_hash(conn, current.namespace, digest)
-                if duplicate is not None and duplicate != current.id:
-                    raise InvalidInput(f"memory {duplicate} in namespace {current.namespace!r} already has this text")
-                Database.update(
-                    conn,
-                    current.id,
-                    text=new_text,
-                    tags=new_tags,
-                    metadata=new_metadata,
-                    updated_at=time.time(),
-                    content_hash=digest,
-                    embedding=vector,
-                    model=self.model,
-                )
-            self._catch_up()
-        return self.get(current.id)
-
-    def delete(self, memory_id: int) -> None:
-        self._refuse_if_read_only()
-        memory_id = validation.memory_id(memory_id)
-        with self._lock:
-            with self.db.write() as conn:
-                if not Database.delete(conn, memory_id, time.time()):
-                    raise NotFound(f"no memory with id {memory_id}")
-            self._catch_up()
-
-    def _refuse_if_read_only(self) -> None:
-        if self.settings.read_only:
-            raise ReadOnlyError(
-                "this server is read-only (LTMC_READ_ONLY): memories cannot be stored, changed or deleted"
-            )
-
     def stats(self) -> dict[str, Any]:
-        with self._lock:
-            self._catch_up()
-            vectors = self.index.ntotal
-            applied = self._applied_seq
-            unsaved = self._unsaved_changes
-        paths = self.settings.paths
-        manifest = None
-        try:
-            manifest = self.snapshots.read_manifest()
-        except SnapshotInvalid as exc:
-            log.warning("%s", exc)
-        by_namespace = self.db.counts_by_namespace()
+        health = self.storage.health()
+        by_namespace = self.storage.counts_by_namespace()
+        index = dict(health.index)
+        saved_at = index.get("snapshot_saved_at")
+        if isinstance(saved_at, float):
+            index["snapshot_saved_at"] = iso_utc(saved_at)
+            index["snapshot_age_seconds"] = round(time.time() - saved_at, 1)
+        elif "snapshot_saved_at" in index:
+            index["snapshot_age_seconds"] = None
         return {
             "memories": sum(by_namespace.values()),
             "namespaces": by_namespace,
             "model": self.model,
             "dimension": self.embedder.dimension,
-            "index": {
-                "state": self.index_state,
-                "vectors": vectors,
-                "applied_change": applied,
-                "unsaved_changes": unsaved,
-                "snapshot_path": str(paths.index_path),
-                "snapshot_saved_at": iso_utc(manifest.saved_at) if manifest else None,
-                "snapshot_age_seconds": round(time.time() - manifest.saved_at, 1) if manifest else None,
-                "snapshot_last_change": manifest.last_seq if manifest else None,
-                "snapshot_bytes": manifest.size if manifest else 0,
-                "last_snapshot_error": self.last_snapshot_error,
-            },
-            "data_dir": str(paths.data_dir),
-            "db_path": str(paths.db_path),
+            "backend": health.backend,
+            "index": index,
+            "data_dir": str(self.settings.paths.data_dir),
+            "db_path": health.location,
         }
 
-    # -- snapshots ------------------------------------------------------------------------------------------
+    # -- the embedded backend's cache, for operator commands and tests ------------------------------------------
+
+    @property
+    def index_state(self) -> str:
+        return str(self.storage.health().index.get("state", "n/a"))
 
     def save_snapshot(self, raise_errors: bool = True, force: bool = False) -> bool:
-        """Write the index snapshot if anything changed since the last one (or `force`). Returns whether it wrote."""
-        with self._save_lock:
-            with self._lock:
-                if self._unsaved_changes == 0 and not force:
-                    return False
-                # Clone under the lock (fast), serialize outside it: at 1M vectors serializing took 7 s, and
-                # every store and search waited for it.
-                copy = self.index.clone()
-                count, seq, pending = self.index.ntotal, self._applied_seq, self._unsaved_changes
-            data = copy.serialize()
-            del copy
-            try:
-                manifest = self.snapshots.save(
-                    data, count, self.embedder.dimension, self.model, seq, self.db.database_id
-                )
-            except StorageError as exc:
-                self.last_snapshot_error = str(exc)
-                log.error(
-                    "index snapshot not saved: %s (memories are safe in %s; the index will be rebuilt from it)",
-                    exc,
-                    self.settings.paths.db_path,
-                )
-                if raise_errors:
-                    raise
-                return False
-            with self._lock:
-                self._unsaved_changes -= pending
-            self.last_snapshot_error = None
-            if manifest is not None:
-                self.last_snapshot_at = manifest.saved_at
-                log.info(
-                    "saved index snapshot %s: %d vectors up to change %d", self.settings.paths.index_path, count, seq
-                )
-            return manifest is not None
+        save = getattr(self.storage, "save_snapshot", None)
+        return bool(save(raise_errors=raise_errors, force=force)) if save else False
 
-    def _save_when_due(self) -> None:
-        """Background thread: save after `snapshot_every` changes, or once changes have been quiet a while."""
-        while not self._stop.wait(0.25):
-            with self._lock:
-                pending = self._unsaved_changes
-                quiet = time.monotonic() - self._last_change
-            # A save rewrites the whole snapshot: on a large index, save after proportionally more changes
-            # (replaying them from the change log at start-up stays cheap).
-            every = max(self.settings.snapshot_every, self.index.ntotal // 100)
-            if pending and (pending >= every or quiet >= self.settings.snapshot_quiet_seconds):
-                try:
-                    self.save_snapshot(raise_errors=False)
-                except Exception:  # the saver must never die; the error is logged
-                    log.exception("unexpected error while saving the index snapshot")
+    # -- lifetime -------------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the background saver, save a final snapshot, close the database. Safe to call twice."""
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        if self._saver is not None:
-            self._saver.join(timeout=30)
-        self.save_snapshot(raise_errors=False)
-        self.db.close()
+        """Flush the backend's caches and close it. Safe to call twice."""
+        self.storage.close()
 
     def __enter__(self) -> MemoryService:
         return self

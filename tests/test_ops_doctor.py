@@ -132,7 +132,7 @@ def test_snapshot_behind_the_database_is_info_not_a_problem(tmp_path: Path) -> N
     build_store(data)
     service = MemoryService(hash_settings(data), background_saves=False)
     service.store("stored after the last snapshot, not yet saved")
-    service.db.close()  # like a kill: no final snapshot
+    service.storage.db.close()  # like a kill: no final snapshot
     status, report = doctor_json(data, tmp_path)
     assert status == 0, report
     check = {c["name"]: c for c in report["checks"]}["index snapshot"]

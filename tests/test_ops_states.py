@@ -35,7 +35,7 @@ IMPORTED = [{"text": "imported one", "namespace": "imports"}, {"text": "imported
 
 def count(data: Path) -> int:
     with MemoryService(hash_settings(data), background_saves=False) as service:
-        return service.db.count()
+        return service.storage.db.count()
 
 
 @contextlib.contextmanager

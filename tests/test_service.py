@@ -40,7 +40,7 @@ def test_same_text_same_namespace_is_deduplicated(service: MemoryService) -> Non
     assert again.id == first.id and not again.created
     assert elsewhere.id != first.id and elsewhere.created
     assert service.stats()["memories"] == 2
-    assert service.index.ntotal == 2
+    assert service.storage.index.ntotal == 2
 
 
 def test_retrieve_ranks_the_matching_memory_first(service: MemoryService) -> None:
@@ -85,7 +85,7 @@ def test_update_re_embeds_new_text(service: MemoryService) -> None:
     assert updated.tags == ["calendar"]
     assert updated.updated_at >= updated.created_at
     assert service.retrieve("standup friday", k=1)[0].memory.id == memory_id
-    assert service.index.ntotal == 1
+    assert service.storage.index.ntotal == 1
     assert service.update(memory_id, metadata={"k": "v"}).text == "the standup moved to friday"
 
 
@@ -137,7 +137,7 @@ def test_bad_store_input_is_refused_and_changes_nothing(service: MemoryService, 
     with pytest.raises(InvalidInput, match=message):
         service.store(**kwargs)
     assert service.stats()["memories"] == 1
-    assert service.index.ntotal == 1
+    assert service.storage.index.ntotal == 1
 
 
 @pytest.mark.parametrize("k", [0, 101, -1, "5", 2.5, True])

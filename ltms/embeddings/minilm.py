@@ -79,6 +79,7 @@ class MiniLMEmbedder:
 
     name: str = "all-MiniLM-L6-v2"
     dimension: int = 384
+    max_tokens: int = DEFAULT_MAX_SEQ_LENGTH - 2  # [CLS] and [SEP] take two of the model's positions
 
     def __init__(self, model_dir: Path | None = None, batch_size: int = 16) -> None:
         self.model_dir = Path(model_dir) if model_dir is not None else _packaged_model_dir()
@@ -92,6 +93,7 @@ class MiniLMEmbedder:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
         self._model: _Model | None = None
+        self._counter: Tokenizer | None = None
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -107,6 +109,23 @@ class MiniLMEmbedder:
             token_ids, mask = _pad([ids[i] for i in chosen])
             out[chosen] = _encode(model, token_ids, mask)
         return out
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        if self._counter is None:  # the tokenizer alone: counting tokens must not load 90 MB of weights
+            from tokenizers import Tokenizer
+
+            counter = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+            counter.no_truncation()
+            counter.no_padding()
+            self._counter = counter
+        encoding = self._counter.encode(text, add_special_tokens=False)
+        return [(int(start), int(end)) for start, end in encoding.offsets]  # character offsets into `text`
 
     def _loaded(self) -> _Model:
         model = self._model

@@ -35,6 +35,7 @@ from ltms.fsutil import unwritable_reason
 from ltms.ops.readonly import ReadOnlySnapshotStore, connect_readonly, table_names
 from ltms.ops.text import human_age, human_bytes, table
 from ltms.records import iso_utc
+from ltms.storage.db import CHUNK_BITS
 from ltms.vector_store.faiss_config import DEFAULT_INDEX_NAME, ResolvedPaths
 from ltms.vector_store.faiss_store import Manifest, SnapshotInvalid, SnapshotMissing, SnapshotStore
 
@@ -423,7 +424,7 @@ class _Snapshot:
             return cls("invalid", str(exc), "snapshot_model_mismatch" if wrong_model else "snapshot_corrupt", manifest)
         except (LTMCError, OSError) as exc:
             return cls("unreadable", str(exc), "snapshot_unreadable", manifest)
-        return cls("loaded", manifest=manifest, ids=set(index.ids().tolist()))
+        return cls("loaded", manifest=manifest, ids=set((index.ids() >> CHUNK_BITS).tolist()))  # memory ids
 
 
 def _check_database(
@@ -463,7 +464,10 @@ def _check_database(
             groups = [
                 (str(m), int(size), int(n))
                 for m, size, n in conn.execute(
-                    "SELECT model, length(embedding), count(*) FROM memories GROUP BY 1, 2 ORDER BY 3 DESC"
+                    "SELECT m.model, length(c.embedding), count(DISTINCT m.id) FROM memories m"
+                    " JOIN chunks c ON c.memory_id = m.id GROUP BY 1, 2 ORDER BY 3 DESC"
+                    if "chunks" in db.tables  # schema 2; older stores have one vector per memory
+                    else "SELECT model, length(embedding), count(*) FROM memories GROUP BY 1, 2 ORDER BY 3 DESC"
                 )
             ]
             if snapshot.state == "loaded" and snapshot.manifest is not None:
@@ -762,7 +766,8 @@ def _rebuild_index(settings: Settings, problems: Sequence[Problem]) -> Fixed:
                 actions.append(f"moved {old} aside to {new.name}")
         # With no snapshot to load, opening the service builds the index from the database and saves it.
         with MemoryService(settings, background_saves=False) as service:
-            vectors, error = service.index.ntotal, service.last_snapshot_error
+            health = service.storage.health()
+            vectors, error = health.index.get("vectors"), health.index.get("last_snapshot_error")
     except (LTMCError, OSError) as exc:
         return Fixed(problems[0].code, "; ".join([*actions, f"rebuilding the index failed: {exc}"]), ok=False)
     if error:

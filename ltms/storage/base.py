@@ -152,6 +152,10 @@ class Storage(Protocol):
         """Newest first, and the total matching `where`."""
         ...
 
+    def find_by_hash(self, namespace: str, content_hash: str) -> int | None:
+        """Outside a transaction, a hint only (dedup is decided inside one): lets a store skip embedding."""
+        ...
+
     def count(self) -> int: ...
 
     def counts_by_namespace(self) -> dict[str, int]: ...
@@ -169,6 +173,10 @@ class Storage(Protocol):
     def keyword_search(self, terms: Sequence[str], k: int, where: Filter) -> list[KeywordHit]:
         """The k memories matching any of `terms` best, by full-text relevance. `terms` come from
         ltms.retrieval.keywords.query_terms: plain words, no query syntax."""
+        ...
+
+    def best_chunks(self, vector: np.ndarray, memory_ids: Sequence[int]) -> dict[int, VectorHit]:
+        """The best chunk of each of `memory_ids` for `vector` (for hits only the keyword leg found)."""
         ...
 
     # -- operations --

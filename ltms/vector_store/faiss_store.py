@@ -28,7 +28,7 @@ from ltms.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: keys are chunk keys (memory id << 16 | ordinal), no longer memory ids
 
 
 class SnapshotMissing(Exception):
