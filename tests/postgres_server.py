@@ -54,8 +54,9 @@ def _as_postgres_user() -> list[str]:
 class PostgresCluster:
     """One initdb'ed cluster in a temporary directory; `start`, `kill`, `stop`, `destroy`."""
 
-    def __init__(self, root: Path, bin_dir: Path) -> None:
+    def __init__(self, root: Path, bin_dir: Path, durable: bool = True) -> None:
         self.root = root
+        self.durable = durable
         self.bin_dir = bin_dir
         self.data = root / "data"
         self.log_path = root / "postgres.log"
@@ -64,10 +65,14 @@ class PostgresCluster:
         self._names = itertools.count(1)
 
     @classmethod
-    def create(cls) -> PostgresCluster:
-        """initdb + start + `CREATE EXTENSION vector` in template1 (so every new database has it)."""
+    def create(cls, durable: bool = True) -> PostgresCluster:
+        """initdb + start + `CREATE EXTENSION vector` in template1 (so every new database has it).
+
+        `durable=False` turns fsync off: for suites that never test durability, on 2 shared cores. A commit is still
+        acknowledged only after it is in the WAL, so a kill -9 of the postmaster loses nothing either way; what
+        fsync adds is surviving a machine crash, which the crash tests' own (durable) clusters check."""
         root = Path(tempfile.mkdtemp(prefix="ltmc-pg-"))
-        cluster = cls(root, pg_bin_dir())
+        cluster = cls(root, pg_bin_dir(), durable)
         try:
             cluster._initdb()
             cluster.start()
@@ -118,6 +123,8 @@ class PostgresCluster:
         for attempt in range(3):
             self.port = self.port if attempt == 0 and self.port else free_port()
             options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+            if not self.durable:
+                options += " -c fsync=off -c full_page_writes=off"
             try:
                 self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w", "-o", options, "start")
                 return
@@ -151,11 +158,11 @@ class PostgresCluster:
         self.kill(signal.SIGINT)
 
     def destroy(self) -> None:
-        try:
-            self.stop()
-        except Exception:
-            with contextlib.suppress(Exception):
-                self.kill(signal.SIGKILL)
+        """Stop at once (SIGQUIT, 'immediate': no shutdown checkpoint for data about to be deleted) and delete."""
+        with contextlib.suppress(Exception):
+            self.kill(signal.SIGQUIT)
+        with contextlib.suppress(Exception):
+            self.kill(signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def server_log(self) -> str:
@@ -199,7 +206,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster.create()
+    """One cluster for the session (fsync off: see `create`); tests that crash a server start their own."""
+    cluster = PostgresCluster.create(durable=False)
     try:
         yield cluster
     finally:

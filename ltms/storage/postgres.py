@@ -37,6 +37,9 @@ from ltms.storage.pg_schema import DimensionMismatch, PostgresSetupError
 from ltms.storage.pg_url import redact_url, scrub
 
 log = logging.getLogger(__name__)
+# psycopg_pool logs every connection checkout at INFO: keep LTMC's INFO log readable.
+if logging.getLogger("psycopg.pool").level == logging.NOTSET:
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
 
 DEFAULT_POOL_SIZE = 10
 CONNECT_TIMEOUT = 10.0
