@@ -13,6 +13,7 @@ from typing import Any
 
 from ltms.embeddings import EMBEDDER_CHOICES
 from ltms.errors import InvalidInput
+from ltms.storage.pg_url import redact_url
 from ltms.vector_store.faiss_config import ResolvedPaths, resolve_paths
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -107,6 +108,24 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any], Any, str]] = {
     ),
     "allow_insecure": ("LTMC_ALLOW_INSECURE", _bool, False, "allow a non-loopback host without a token"),
     "log_level": ("LTMC_LOG_LEVEL", _log_level, "INFO", "debug, info, warning or error (logs go to stderr)"),
+    "backend": (
+        "LTMC_BACKEND",
+        _choice("sqlite", "postgres"),
+        "sqlite",
+        "storage: sqlite (embedded, one machine) or postgres",
+    ),
+    "database_url": (
+        "LTMC_DATABASE_URL",
+        str,  # never validated here: an error message would echo the password; the backend reports it redacted
+        None,
+        "PostgreSQL URL for LTMC_BACKEND=postgres, e.g. postgresql://ltmc:PASSWORD@db:5432/ltmc",
+    ),
+    "database_pool_size": (
+        "LTMC_DATABASE_POOL_SIZE",
+        _int_in(1, 1000),
+        10,
+        "most PostgreSQL connections one LTMC process opens",
+    ),
     "max_result_chars": (
         "LTMC_MAX_RESULT_CHARS",
         _int_in(100, 1024 * 1024),
@@ -131,6 +150,9 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     allow_insecure: bool = False
     log_level: str = "INFO"
+    backend: str = "sqlite"
+    database_url: str | None = None
+    database_pool_size: int = 10
     max_result_chars: int = 2000
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -179,6 +201,8 @@ class Settings:
             value = getattr(self, name)
             if name == "auth_token" and value:
                 value = "(set, hidden)"
+            if name == "database_url" and value:
+                value = redact_url(value)
             if isinstance(value, tuple):
                 value = ",".join(value)
             rows.append((name, str(value), self.sources.get(name, "default")))
