@@ -41,6 +41,16 @@ class DimensionMismatch(ModelMismatch):
         self.configured = str(configured)
 
 
+# Every index by name, with the statement that makes it (health names the statement when one is missing).
+INDEXES = {
+    "memories_namespace_id": "CREATE INDEX memories_namespace_id ON memories (namespace, id)",
+    "memories_created_at": "CREATE INDEX memories_created_at ON memories (created_at)",
+    "memories_tags": "CREATE INDEX memories_tags ON memories USING gin (tags)",
+    "memories_tsv": "CREATE INDEX memories_tsv ON memories USING gin (tsv)",
+    "chunks_embedding_hnsw": "CREATE INDEX chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops)",
+}
+
+
 @dataclass(frozen=True)
 class MigrationContext:
     """What a PostgreSQL migration step gets: the connection (inside the step's transaction) and the dimension."""
@@ -68,10 +78,8 @@ def _v1_initial(context: MigrationContext, progress: Progress | None) -> None:
             CONSTRAINT memories_namespace_hash UNIQUE (namespace, content_hash)
         )"""
     )
-    conn.execute("CREATE INDEX memories_namespace_id ON memories (namespace, id)")
-    conn.execute("CREATE INDEX memories_created_at ON memories (created_at)")
-    conn.execute("CREATE INDEX memories_tags ON memories USING gin (tags)")
-    conn.execute("CREATE INDEX memories_tsv ON memories USING gin (tsv)")
+    for name in ("memories_namespace_id", "memories_created_at", "memories_tags", "memories_tsv"):
+        conn.execute(INDEXES[name])
     conn.execute(
         sql.SQL(
             """
@@ -85,14 +93,12 @@ def _v1_initial(context: MigrationContext, progress: Progress | None) -> None:
         )"""
         ).format(dim=sql.Literal(context.dimension))
     )
-    conn.execute(HNSW_INDEX)
+    conn.execute(INDEXES["chunks_embedding_hnsw"])
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('dimension', %s) ON CONFLICT (key) DO NOTHING",
         (str(context.dimension),),
     )
 
-
-HNSW_INDEX = "CREATE INDEX chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops)"
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "memories, chunks (vector + HNSW), keyword tsvector + GIN, meta", _v1_initial),
@@ -184,5 +190,5 @@ def read_only_check(conn: psycopg.Connection, where: str, migrations: Sequence[M
     if found < latest(migrations):
         raise PostgresSetupError(
             f"{where} has schema version {found}, this LTMC needs {latest(migrations)}: start LTMC once without "
-            f"read-only mode (or run ltmc doctor --fix) to upgrade it"
+            f"read-only mode to upgrade it"
         )

@@ -320,11 +320,11 @@ class PostgresStorage:
                 for name in [*SESSION_SETTINGS, "synchronous_commit", "server_version"]
             }
             meta = {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-        for index in ("chunks_embedding_hnsw", "memories_tsv", "memories_namespace_hash"):
+        for index, create in [*pg_schema.INDEXES.items(), ("memories_namespace_hash", "(the dedup constraint)")]:
             if index not in indexes:
-                problems.append(f"index {index} is missing (run ltmc doctor --fix)")
+                problems.append(f"index {index} is missing: {create}")
             elif not indexes[index]:
-                problems.append(f"index {index} is invalid (REINDEX INDEX {index})")
+                problems.append(f"index {index} is invalid: REINDEX INDEX {index}")
         for name, wanted in SESSION_SETTINGS.items():
             if settings.get(name) != wanted:
                 problems.append(f"{name} is {settings.get(name)!r}, not {wanted!r}: filtered searches may miss rows")
@@ -523,14 +523,16 @@ def _connect_error(exc: psycopg.OperationalError, url: str) -> PostgresConnectEr
 
 
 def _reason(exc: BaseException, url: str) -> str:
-    """The driver's message as one line without the password: the last 'failed: ' part of libpq's chain."""
-    text = " ".join(str(exc).split())
-    for prefix in ("connection failed:",):
-        text = text.removeprefix(prefix).strip()
-    if "failed: " in text:
-        text = text.rsplit("failed: ", 1)[1]
-    text = text.replace("FATAL: ", "").replace("ERROR: ", "").strip()
-    return scrub(text, url) or type(exc).__name__
+    """The driver's message as one line without the password: the server's primary message, or the first line
+    of libpq's last 'failed: ' part (dropping its hints and the query excerpt)."""
+    diag = getattr(exc, "diag", None)
+    text = (diag.message_primary if diag is not None else None) or ""
+    if not text:
+        lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        failed = [line for line in lines if "failed: " in line]
+        text = (failed[-1].rsplit("failed: ", 1)[1] if failed else lines[0]).strip()
+    text = text.replace("FATAL:  ", "").replace("FATAL: ", "").strip()
+    return scrub(" ".join(text.split()), url) or type(exc).__name__
 
 
 def _prepare(conn: psycopg.Connection, url: str, dimension: int, read_only: bool) -> list[int]:
@@ -555,6 +557,12 @@ def _prepare(conn: psycopg.Connection, url: str, dimension: int, read_only: bool
             f"cannot create LTMC's tables in {where} ({_reason(exc, url)}): grant this user CREATE on the "
             f"database's schema, or have the owner start LTMC once"
         ) from None
+    except psycopg.errors.DuplicateTable as exc:
+        raise StorageError(
+            "set up",
+            where,
+            f"{_reason(exc, url)}: another application's table has the same name; give LTMC a database of its own",
+        ) from exc
     except psycopg.Error as exc:
         raise StorageError("set up", where, _reason(exc, url)) from exc
     return applied
@@ -575,7 +583,7 @@ def _check_dimension(conn: psycopg.Connection, dimension: int, where: str, may_c
         conn.execute(
             sql.SQL("ALTER TABLE chunks ALTER COLUMN embedding TYPE vector({})").format(sql.Literal(dimension))
         )
-        conn.execute(pg_schema.HNSW_INDEX)
+        conn.execute(pg_schema.INDEXES["chunks_embedding_hnsw"])
         conn.execute("UPDATE meta SET value = %s WHERE key = 'dimension'", (str(dimension),))
         log.info("PostgreSQL %s: the empty store now takes %d-dimensional vectors (was %d)", where, dimension, stored)
 
