@@ -137,7 +137,10 @@ class PostgresStorage:
             configure=configure,
             check=ConnectionPool.check_connection,  # a connection broken by a restart or failover is replaced
             name="ltmc",
-            timeout=max(connect_timeout, 5.0),
+            timeout=max(connect_timeout, 5.0),  # how long a request waits for a connection before it fails
+            # The pool retries a lost server with doubling delays (1, 2, 4 ... s) until this timeout, then a
+            # request starts afresh: a short one means requests work again within seconds of a restart/failover.
+            reconnect_timeout=max(connect_timeout, 5.0),
             open=False,
         )
         try:
