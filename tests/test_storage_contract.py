@@ -19,7 +19,7 @@ import pytest
 
 from ltms.errors import ModelMismatch
 from ltms.retrieval.keywords import query_terms
-from ltms.storage.base import Chunk, Filter, MemoryChange, NewMemory, Storage
+from ltms.storage.base import Chunk, DuplicateMemory, Filter, MemoryChange, NewMemory, Storage
 from ltms.storage.migrations import SchemaTooNew
 
 pytest_plugins = ["postgres_server"]
@@ -153,6 +153,19 @@ def test_insert_is_visible_inside_the_transaction_and_dedup_finds_it(store: Stor
     with store.transaction() as tx:
         assert tx.find_by_hash("default", digest("alpha")) == first
     assert store.count() == 2
+
+
+def test_inserting_a_stored_text_again_raises_duplicate_and_keeps_the_transaction(store: Storage) -> None:
+    """What a writer meets when another one stored the same text after its find_by_hash."""
+    [first] = insert(store, new("taken"))
+    with store.transaction() as tx:
+        with pytest.raises(DuplicateMemory) as caught:
+            tx.insert(new("taken", vectors=[unit(1), unit(2)]))
+        assert caught.value.existing_id == first
+        second = tx.insert(new("still fine"))  # the transaction goes on
+    assert store.count() == 2 and store.get(second) is not None
+    [stored] = [s for s in store.iter_stored() if s.memory.id == first]
+    assert len(stored.chunks) == 1  # the duplicate's chunks were not written
 
 
 def test_a_failed_transaction_changes_nothing(store: Storage) -> None:

@@ -32,7 +32,17 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ltms.errors import InvalidInput, ModelMismatch, StorageError
 from ltms.records import Memory
 from ltms.storage import pg_schema
-from ltms.storage.base import BackendHealth, Chunk, Filter, KeywordHit, MemoryChange, NewMemory, StoredMemory, VectorHit
+from ltms.storage.base import (
+    BackendHealth,
+    Chunk,
+    DuplicateMemory,
+    Filter,
+    KeywordHit,
+    MemoryChange,
+    NewMemory,
+    StoredMemory,
+    VectorHit,
+)
 from ltms.storage.pg_schema import DimensionMismatch, PostgresSetupError
 from ltms.storage.pg_url import redact_url, scrub
 
@@ -375,9 +385,12 @@ class PostgresStorage:
                 if present is not None:
                     outcomes.append(CopyOutcome(m.id, present, "present"))
                     continue
-                new = _new_memory(item)
                 keep = m.id not in taken
-                target = tx.insert(new, memory_id=m.id if keep else None)
+                try:
+                    target = tx.insert(_new_memory(item), memory_id=m.id if keep else None)
+                except DuplicateMemory as duplicate:  # a server stored it meanwhile
+                    outcomes.append(CopyOutcome(m.id, duplicate.existing_id, "present"))
+                    continue
                 outcomes.append(CopyOutcome(m.id, target, "copied" if keep else "renumbered"))
             # Ids kept from the source may be ahead of the sequence: move it past them, so none is ever reused.
             conn.execute(
@@ -406,8 +419,8 @@ class PgTransaction:
 
     def insert(self, memory: NewMemory, memory_id: int | None = None) -> int:
         """Insert with its chunks; returns the id. Should another writer have committed the same text in the same
-        namespace meanwhile, ON CONFLICT leaves theirs and its id is returned: never a duplicate, never an error.
-        `memory_id` keeps a given id (copying from another store)."""
+        namespace since the caller's find_by_hash, ON CONFLICT leaves theirs and DuplicateMemory names its id
+        (nothing written, the transaction usable). `memory_id` keeps a given id (copying from another store)."""
         values = {
             "namespace": memory.namespace,
             "text": memory.text,
@@ -431,12 +444,11 @@ class PgTransaction:
             values=sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
         )
         row = self.conn.execute(statement, values).fetchone()
-        if row is None:
+        if row is None:  # ON CONFLICT: another writer committed this text since the caller's find_by_hash
             existing = self.find_by_hash(memory.namespace, memory.content_hash)
             if existing is None:
                 raise StorageError("write to", self.storage.location, "a concurrent insert vanished; try again")
-            log.debug("memory %d was stored by another writer at the same moment", existing)
-            return existing
+            raise DuplicateMemory(existing)
         new_id = int(row[0])
         self._write_chunks(new_id, memory.chunks)
         return new_id
