@@ -372,33 +372,43 @@ class PostgresStorage:
     # -- bulk copy (ltmc migrate) ---------------------------------------------------------------------------
 
     def copy_stored(self, items: Sequence[StoredMemory]) -> list[CopyOutcome]:
-        """Copy memories from another store with their embeddings, in one transaction. A memory already here
-        (same namespace and content hash) is left alone; a source id is kept unless another memory has it."""
-        outcomes: list[CopyOutcome] = []
+        """Copy memories from another store with their embeddings, in one transaction; one outcome per item, in
+        order. A memory already here (same namespace and content hash) is left alone; a source id is kept unless
+        another memory has it."""
         with self.transaction() as tx:
             conn = tx.conn
             ids = [item.memory.id for item in items]
             taken = {int(i) for (i,) in conn.execute("SELECT id FROM memories WHERE id = ANY(%s)", (ids,))}
-            for item in items:
-                m = item.memory
-                present = tx.find_by_hash(m.namespace, m.content_hash)
-                if present is not None:
-                    outcomes.append(CopyOutcome(m.id, present, "present"))
-                    continue
-                keep = m.id not in taken
-                try:
-                    target = tx.insert(_new_memory(item), memory_id=m.id if keep else None)
-                except DuplicateMemory as duplicate:  # a server stored it meanwhile
-                    outcomes.append(CopyOutcome(m.id, duplicate.existing_id, "present"))
-                    continue
-                outcomes.append(CopyOutcome(m.id, target, "copied" if keep else "renumbered"))
-            # Ids kept from the source may be ahead of the sequence: move it past them, so none is ever reused.
-            conn.execute(
-                "SELECT setval(pg_get_serial_sequence('memories', 'id'), top)"
-                " FROM (SELECT max(id) AS top FROM memories) s"
-                " WHERE top > (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM memories_id_seq)"
-            )
-        return outcomes
+            present = {
+                (str(ns), str(h)): int(i)
+                for ns, h, i in conn.execute(
+                    "SELECT m.namespace, m.content_hash, m.id FROM memories m"
+                    " JOIN unnest(%s::text[], %s::text[]) AS k(namespace, content_hash)"
+                    " ON (m.namespace, m.content_hash) = (k.namespace, k.content_hash)",
+                    ([i.memory.namespace for i in items], [i.memory.content_hash for i in items]),
+                )
+            }
+            # Kept ids first, then move the sequence past them, then the renumbered ones: a new id from the
+            # sequence can never collide with a source id of this batch, and none is ever reused later.
+            fresh = [i for i in items if _key(i) not in present]
+            keep = [i for i in fresh if i.memory.id not in taken]
+            renumber = [i for i in fresh if i.memory.id in taken]
+            outcomes = [CopyOutcome(i.memory.id, present[_key(i)], "present") for i in items if _key(i) in present]
+            for status, group in (("copied", keep), ("renumbered", renumber)):
+                for item in group:
+                    try:
+                        target = tx.insert(_new_memory(item), memory_id=item.memory.id if status == "copied" else None)
+                    except DuplicateMemory as duplicate:  # a server stored it meanwhile
+                        outcomes.append(CopyOutcome(item.memory.id, duplicate.existing_id, "present"))
+                        continue
+                    outcomes.append(CopyOutcome(item.memory.id, target, status))
+                conn.execute(
+                    "SELECT setval(pg_get_serial_sequence('memories', 'id'), top)"
+                    " FROM (SELECT max(id) AS top FROM memories) s"
+                    " WHERE top > (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM memories_id_seq)"
+                )
+        by_source = {outcome.source_id: outcome for outcome in outcomes}
+        return [by_source[item.memory.id] for item in items]
 
 
 class PgTransaction:
@@ -665,6 +675,10 @@ def _chunks_of(conn: psycopg.Connection, ids: list[int]) -> dict[int, tuple[Chun
         for memory_id, start, end, embedding in cur:
             found.setdefault(int(memory_id), []).append(Chunk(int(start), int(end), embedding.to_numpy()))
     return {memory_id: tuple(chunks) for memory_id, chunks in found.items()}
+
+
+def _key(item: StoredMemory) -> tuple[str, str]:
+    return item.memory.namespace, item.memory.content_hash
 
 
 def _new_memory(item: StoredMemory) -> NewMemory:
