@@ -233,3 +233,16 @@ def test_setup_sql_errors_name_the_database(pg_cluster: Any) -> None:
     assert "memories" in str(error) and f"/{name}" in str(error)
     with pytest.raises(psycopg.Error), pg_cluster.connect(name) as conn:
         conn.execute("SELECT 1 FROM chunks")  # the failed step left nothing behind
+
+
+def test_a_session_setting_the_server_refuses_fails_the_open_loudly(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pgvector only warns and falls back to `off` for a bad value set before it loads: filtered searches would
+    silently come back short. Loading it first makes the bad value an error at open."""
+    from ltms.storage import postgres
+
+    monkeypatch.setitem(postgres.SESSION_SETTINGS, "hnsw.iterative_scan", "sideways")
+    error = open_fails(pg_url)
+    assert str(error).startswith("cannot configure a session on postgresql://postgres:***@")
+    assert 'invalid value for parameter "hnsw.iterative_scan": "sideways"' in str(error)

@@ -123,14 +123,12 @@ class PostgresStorage:
                 "LTMC_BACKEND=postgres needs LTMC_DATABASE_URL, e.g. postgresql://ltmc:PASSWORD@db-host:5432/ltmc"
             )
         where = redact_url(url)
-        with _connect(url, connect_timeout) as conn:
-            applied = _prepare(conn, url, dimension, read_only)
-            info = TypeInfo.fetch(conn, "vector")
-        if info is None:  # cannot happen after _prepare; keeps the type checker honest
-            raise PostgresSetupError(f"the vector type is missing in {where}")
 
         def configure(conn: psycopg.Connection) -> None:
             register_vector_info(conn, info)
+            # Load pgvector first: its settings are then validated (an error) instead of being placeholders that
+            # fall back to the defaults with only a warning when the library loads later.
+            conn.execute("SELECT '[1]'::vector")
             for name, value in SESSION_SETTINGS.items():
                 conn.execute("SELECT set_config(%s, %s, false)", (name, value))
             if read_only:
@@ -138,6 +136,16 @@ class PostgresStorage:
             # An acknowledged write must be durable: never let a server-wide `off` weaken it for LTMC.
             if conn.execute("SHOW synchronous_commit").fetchone() == ("off",):
                 conn.execute("SET synchronous_commit = on")
+
+        with _connect(url, connect_timeout) as conn:
+            applied = _prepare(conn, url, dimension, read_only)
+            info = TypeInfo.fetch(conn, "vector")
+            if info is None:  # cannot happen after _prepare; keeps the type checker honest
+                raise PostgresSetupError(f"the vector type is missing in {where}")
+            try:  # the pool's sessions are set up the same way: a setting the server refuses fails here, loudly
+                configure(conn)
+            except psycopg.Error as exc:
+                raise StorageError("configure a session on", where, _reason(exc, url)) from exc
 
         pool = ConnectionPool(
             url,
