@@ -175,6 +175,7 @@ def retrieval_rows(url: str, vectors: np.ndarray) -> list[list[object]]:
             rows.append(
                 [
                     human(n),
+                    kind,
                     label,
                     f"{path} ({chosen})",
                     ms(p50(times)),
