@@ -15,9 +15,14 @@ from ltms.config import SETTINGS, Settings
 from ltms.embeddings import EMBEDDER_CHOICES
 from ltms.errors import LTMCError
 from ltms.logs import configure_logging
+from ltms.ops.progress import is_terminal
 from ltms.ops.stats import NAMESPACE_LIMIT
 
 TRANSPORTS = ("stdio", "http", "dual")
+STDIO_HINT = (
+    "ltmc: serving MCP over stdio, for an agent that starts this command; press Ctrl-D to stop. "
+    "For an HTTP server: ltmc serve --transport http"
+)
 
 
 def _setting_help(name: str, what: str | None = None) -> str:
@@ -135,7 +140,11 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         from ltms.server.runner import serve
 
-        return serve(settings, transport_of(args))
+        transport = transport_of(args)
+        if transport == "stdio" and is_terminal(sys.stdin):
+            # A person ran it by hand: the silence that follows is the server waiting for a client.
+            print(STDIO_HINT, file=sys.stderr)
+        return serve(settings, transport)
     if args.command == "doctor":
         from ltms.ops.doctor import run_doctor
 

@@ -16,7 +16,7 @@ from ltms.logs import screen_lock, show_status
 _BAR_WIDTH = 24
 
 
-def _is_terminal(stream: TextIO) -> bool:
+def is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):  # no isatty, or a closed stream
@@ -38,7 +38,7 @@ class ProgressBar:
         self.total = total
         self.done = 0
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = _is_terminal(self.stream) if enabled is None else enabled
+        self.enabled = is_terminal(self.stream) if enabled is None else enabled
         self.min_interval = min_interval
         self._started = time.monotonic()
         self._last_draw = float("-inf")
