@@ -158,7 +158,7 @@ async def test_a_retrieve_at_k_100_stays_small(client: Client, service: MemorySe
     [
         ("retrieve_memory", {"query": "x", "k": 0}, "greater than or equal to 1"),
         ("retrieve_memory", {"query": "x", "k": 101}, "less than or equal to 100"),
-        ("retrieve_memory", {"query": "x", "k": "many"}, "valid integer"),
+        ("retrieve_memory", {"query": "x", "k": "many"}, "must be an integer"),
         ("retrieve_memory", {"query": "   "}, "query must not be empty"),
         ("retrieve_memory", {}, "query"),
         ("retrieve_memory", {"query": "x", "since": "yesterday"}, "not an ISO 8601"),

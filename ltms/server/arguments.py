@@ -161,11 +161,10 @@ def _shown(value: Any) -> str:
         return "an array"
     if isinstance(value, dict):
         return "an object"
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):  # an integer too long to print
-        return "a number"
-    return text if len(text) <= MAX_SHOWN_CHARS else "a number"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return "a very large integer"  # Python refuses to print one of over 4,300 digits
+    text = json.dumps(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
 
 
 def _fields(model: type[BaseModel]) -> dict[str, Any]:

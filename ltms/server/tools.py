@@ -61,6 +61,10 @@ NO_MATCH_ADVICE = (
 )
 
 T = TypeVar("T")
+# The service's own bounds, published in the schemas too: unbounded, a 5,000-digit integer reached the service and
+# failed as an internal error (Python will not print it in the error message).
+MAX_ID = 2**63 - 1
+MAX_OFFSET = 2**62
 
 
 # -- output models (they are also the tools' published output schemas) ----------------------------------------
@@ -156,7 +160,8 @@ TagsFilter = Annotated[list[str] | None, Field(description="only memories carryi
 # strict: a JSON integer only. Lax validation turned `true` into id 1 (and "2" into 2), so delete_memory(id=true)
 # deleted memory 1.
 MemoryId = Annotated[
-    int, Field(ge=1, strict=True, description="a memory id, as returned by store_memory or retrieve_memory")
+    int,
+    Field(ge=1, le=MAX_ID, strict=True, description="a memory id, as returned by store_memory or retrieve_memory"),
 ]
 
 
@@ -204,7 +209,12 @@ def _reading_tools(service: MemoryService, settings: Settings) -> list[StrictToo
         until: Annotated[str | None, Field(description="only memories created at or before this ISO 8601 time")] = None,
         min_score: Annotated[
             float | None,
-            Field(ge=-1.0, le=1.0, description="leave out results whose score is below this (-1..1; see score)"),
+            Field(
+                ge=-1.0,
+                le=1.0,
+                allow_inf_nan=False,
+                description="leave out results whose score is below this (-1..1; see score)",
+            ),
         ] = None,
     ) -> RetrieveResult:
         """Find the stored memories closest in meaning to `query`, closest first, with their similarity scores.
@@ -234,7 +244,9 @@ def _reading_tools(service: MemoryService, settings: Settings) -> list[StrictToo
         namespace: Annotated[str | None, Field(description="list only this namespace (default: all)")] = None,
         tags: TagsFilter = None,
         limit: Annotated[int, Field(ge=1, le=validation.MAX_PAGE, description="page size")] = 20,
-        offset: Annotated[int, Field(ge=0, description="how many memories to skip (from next_offset)")] = 0,
+        offset: Annotated[
+            int, Field(ge=0, le=MAX_OFFSET, description="how many memories to skip (from next_offset)")
+        ] = 0,
     ) -> ListResult:
         """List memories newest first, a page at a time. Long texts are shortened (truncated: true)."""
         page = call("list_memories", service.list, namespace=namespace, tags=tags, limit=limit, offset=offset)
