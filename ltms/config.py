@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from ltms.embeddings import EMBEDDER_CHOICES
 from ltms.errors import InvalidInput
@@ -65,8 +65,11 @@ def _names(raw: str) -> tuple[str, ...]:
     return tuple(name.strip().lower() for name in raw.split(",") if name.strip())
 
 
-def _log_level(raw: str) -> str:
-    return _choice("debug", "info", "warning", "error")(raw).upper()
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _log_level(raw: str) -> LogLevel:
+    return cast(LogLevel, _choice("debug", "info", "warning", "error")(raw).upper())
 
 
 T = TypeVar("T")
@@ -149,7 +152,7 @@ class Settings:
     allow_insecure: bool = setting(
         "LTMC_ALLOW_INSECURE", _bool, False, "allow a non-loopback host without a token", "--allow-insecure"
     )
-    log_level: str = setting(
+    log_level: LogLevel = setting(  # noqa: RUF009 - setting() returns an immutable default, like the others
         "LTMC_LOG_LEVEL", _log_level, "INFO", "debug, info, warning or error (logs go to stderr)", "--log-level"
     )
     max_result_chars: int = setting(

@@ -23,12 +23,12 @@ import inspect
 import json
 import types
 from collections.abc import Callable
-from typing import Any, Self, Union, get_args, get_origin
+from typing import Any, Self, Union, cast, get_args, get_origin
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -75,10 +75,13 @@ class StrictTool(Tool):
         )
         assert isinstance(tool, cls)
         loose = tool.fn_metadata
-        strict = type(
-            loose.arg_model.__name__,
-            (loose.arg_model,),
-            {"model_config": ConfigDict(extra="forbid", strict=True), "__module__": __name__},
+        strict = cast(
+            type[ArgModelBase],
+            type(
+                loose.arg_model.__name__,
+                (loose.arg_model,),
+                {"model_config": ConfigDict(extra="forbid", strict=True), "__module__": __name__},
+            ),
         )
         tool.fn_metadata = _StrictArguments(
             arg_model=strict,

@@ -339,7 +339,7 @@ def _writing_tools(service: MemoryService, settings: Settings) -> list[StrictToo
         return DeleteResult(id=id, deleted=True)
 
     # store is idempotent: the same text in the same namespace is deduplicated to the same id.
-    writes = [
+    writes: list[tuple[Callable[..., Any], str, bool]] = [
         (store_memory, "Store a memory", False),
         (update_memory, "Update a memory", True),
         (delete_memory, "Delete a memory", True),
