@@ -143,9 +143,11 @@ class WebUI:
             Route("/logout", self._page(self.logout, public=True), methods=["POST"]),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ]
-        return Starlette(
+        app = Starlette(
             routes=routes, middleware=[Middleware(SecurityHeaders)], exception_handlers={404: self._not_found}
         )
+        app.state.ui = self
+        return app
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
