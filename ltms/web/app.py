@@ -45,6 +45,7 @@ DEFAULT_K = 10
 K_CHOICES = (5, 10, 20, 50, 100)
 EXCERPT_CHARS = 300
 MAX_NAMESPACES_SHOWN = 50
+HEALTH_SECONDS = 60  # how long the status page reuses the doctor's report
 
 T = TypeVar("T")
 Form = dict[str, str] | None
@@ -128,6 +129,8 @@ class WebUI:
         # The edit form carries at most a whole text, percent-encoded (3 bytes per byte at worst), plus tags.
         self.max_form_bytes = 3 * settings.max_text_bytes + 64 * 1024
         self.templates = Jinja2Templates(env=_environment())
+        self._health_lock = anyio.Lock()
+        self._health_cache: tuple[float, float, Report | None, str | None] | None = None
 
     def app(self) -> Starlette:
         memory = "/memories/{memory_id:int}"
@@ -319,13 +322,7 @@ class WebUI:
 
     async def status(self, request: Request, _form: Form) -> Response:
         stats = await self._call(self.service.stats)
-        report: Report | None = None
-        doctor_error = None
-        try:
-            report = await self._call(diagnose, self.settings)  # reads only, as `ltmc doctor` without --fix
-        except Exception as exc:
-            log.exception("web page: the health check failed")
-            doctor_error = f"the health check could not run: {exc}"
+        report, checked_at, doctor_error = await self._health()
         namespaces = sorted(stats["namespaces"].items(), key=lambda item: (-item[1], item[0]))
         return self.render(
             request,
@@ -335,8 +332,26 @@ class WebUI:
             namespaces=namespaces[:MAX_NAMESPACES_SHOWN],
             namespaces_left_out=max(0, len(namespaces) - MAX_NAMESPACES_SHOWN),
             report=report,
+            checked_ago=time.time() - checked_at,
             doctor_error=doctor_error,
         )
+
+    async def _health(self) -> tuple[Report | None, float, str | None]:
+        """The doctor's report (read-only, as `ltmc doctor` without --fix), at most HEALTH_SECONDS old.
+
+        Its checks read the whole database and snapshot (over a second at 100k memories): a page that is
+        reloaded, or open in several tabs, must not run them again and again."""
+        async with self._health_lock:
+            cached = self._health_cache
+            if cached is None or time.monotonic() - cached[0] > HEALTH_SECONDS:
+                try:
+                    report: Report | None = await self._call(diagnose, self.settings)
+                    error = None
+                except Exception as exc:
+                    log.exception("web page: the health check failed")
+                    report, error = None, f"the health check could not run: {exc}"
+                cached = self._health_cache = (time.monotonic(), time.time(), report, error)
+        return cached[2], cached[1], cached[3]
 
     async def login_form(self, request: Request, _form: Form) -> Response:
         base = self._base(request)
