@@ -124,19 +124,29 @@ def _serve_command() -> list[str]:
 
 
 def wait_until(driver: Any, condition: Callable[[Any], Any], what: str, timeout: float = 30) -> Any:
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition, message=f"waited for {what}")
+    # While a page is being replaced, chromedriver may answer with transient errors: look again.
+    wait = WebDriverWait(driver, timeout, ignored_exceptions=(WebDriverException,))
+    return wait.until(condition, message=f"waited for {what}")
+
+
+def loads_a_page(driver: Any, action: Callable[[], None]) -> None:
+    """Do something that loads a new page, and wait until the new page (not the old one) is complete."""
+    driver.execute_script("document.documentElement.dataset.left = 'yes'")  # marks the old page
+    action()
+    wait_until(
+        driver,
+        lambda d: d.execute_script(
+            "return document.readyState === 'complete' && document.documentElement.dataset.left !== 'yes'"
+        ),
+        "the next page",
+    )
 
 
 def click_and_load(driver: Any, element: Any) -> None:
-    """Click something that loads a new page, and wait until the old page is gone and the new one is complete."""
-    from selenium.webdriver.support import expected_conditions
-
-    old = driver.find_element("tag name", "html")
-    element.click()
-    wait_until(driver, expected_conditions.staleness_of(old), "the next page")
-    wait_until(driver, lambda d: d.execute_script("return document.readyState") == "complete", "the page to load")
+    loads_a_page(driver, element.click)
 
 
 def css(driver: Any, selector: str) -> list[Any]:
@@ -374,11 +384,7 @@ def test_a_phone_sized_screen_labelled_fields_and_the_keyboard(
             browser.switch_to.active_element.send_keys(Keys.TAB)
         field = browser.switch_to.active_element
         assert field.get_attribute("id") == "q"
-        old = css(browser, "html")[0]
-        field.send_keys("roses pruned in spring", Keys.ENTER)
-        from selenium.webdriver.support import expected_conditions
-
-        wait_until(browser, expected_conditions.staleness_of(old), "the search results")
+        loads_a_page(browser, lambda: field.send_keys("roses pruned in spring", Keys.ENTER))
         assert shown_ids(browser)[0] == ids["roses"]
     finally:
         browser.set_window_size(1280, 900)
