@@ -6,9 +6,11 @@ test_web_browser.py."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import quote
 
 import httpx2
@@ -19,6 +21,7 @@ from ltms.config import Settings
 from ltms.server.http_app import build_http_app
 from ltms.server.tools import build_server
 from ltms.service import MemoryService
+from ltms.web.app import WebUI
 from ltms.web.session import COOKIE_NAME, SESSION_SECONDS, Sessions
 
 pytestmark = pytest.mark.anyio
@@ -337,3 +340,46 @@ async def test_list_pages_newest_first_and_keeps_filters_in_its_links(
         assert "21–40 of 45 memories" in second.text and "namespace=pages" in older.group(1)
         last = await client.get("/ui/", params={"namespace": "pages", "tags": "p", "offset": "40"})
         assert "41–45 of 45 memories" in last.text and 'rel="next"' not in last.text
+
+
+# -- robustness and what is coming --------------------------------------------------------------------------------
+
+
+async def test_a_damaged_timestamp_does_not_take_the_page_down(make_service: Callable[..., MemoryService]) -> None:
+    service = make_service()
+    memory_id = service.store("a memory whose creation time was damaged on disk").id
+    with sqlite3.connect(service.settings.paths.db_path) as conn:
+        conn.execute("UPDATE memories SET created_at = 1e20 WHERE id = ?", (memory_id,))
+    async with client_for(service) as client:
+        for path in ("/ui/", f"/ui/memories/{memory_id}"):
+            response = await client.get(path)
+            assert response.status_code == 200 and "invalid time 1e+20" in response.text, path
+
+
+def test_search_results_show_the_matching_passage_once_hits_carry_one(
+    make_service: Callable[..., MemoryService],
+) -> None:
+    service = make_service()
+    memory = service.get(service.store("a long memory; the part that matched is <here>").id)
+    summary = WebUI(service, service.settings).templates.env.get_template("_memory.html").module.summary
+    with_passage = str(summary(memory, "/ui", SimpleNamespace(memory=memory, score=0.5, passage="the <here> part")))
+    assert "Matching passage:</span> the &lt;here&gt; part" in with_passage and "score 0.500" in with_passage
+    as_object = SimpleNamespace(memory=memory, score=0.5, passage=SimpleNamespace(text="an object's text"))
+    assert "an object&#39;s text" in str(summary(memory, "/ui", as_object))
+    hit = service.retrieve("the part that matched", k=1)[0]  # today's hits carry no passage
+    assert "Matching passage" not in str(summary(hit.memory, "/ui", hit))
+
+
+@pytest.mark.xfail(
+    strict=True, reason="needs the app-wide Host/Origin middleware (http branch): remove this marker when it lands"
+)
+async def test_the_page_is_covered_by_the_host_and_origin_checks(make_service: Callable[..., MemoryService]) -> None:
+    service = make_service()
+    memory_id = service.store("reachable only from this machine's own pages").id
+    async with client_for(service) as client:
+        assert (await client.get("/ui/", headers={"host": "evil.example"})).status_code == 421
+        csrf = csrf_of((await client.get(f"/ui/memories/{memory_id}")).text)
+        edit = f"/ui/memories/{memory_id}/edit"
+        response = await client.post(edit, data={"csrf": csrf, "text": "x"}, headers={"origin": "http://evil.example"})
+        assert response.status_code == 403
+    assert service.get(memory_id).text == "reachable only from this machine's own pages"

@@ -78,8 +78,15 @@ def _excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + "…"
 
 
+def _iso(epoch_seconds: float) -> str:
+    try:
+        return iso_utc(epoch_seconds)
+    except (ValueError, OverflowError, OSError):  # a damaged timestamp must not take the page down
+        return f"invalid time {epoch_seconds!r}"
+
+
 def _when(epoch_seconds: float) -> str:
-    return iso_utc(epoch_seconds).replace("T", " ").replace("Z", " UTC")
+    return _iso(epoch_seconds).replace("T", " ").replace("Z", " UTC")
 
 
 def _passage(hit: Any) -> str | None:
@@ -100,7 +107,7 @@ def _environment() -> jinja2.Environment:
     env.filters.update(
         excerpt=_excerpt,
         when=_when,
-        iso=iso_utc,
+        iso=_iso,
         pretty_json=lambda value: json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True),
         passage=_passage,
         lines=lambda items: "\n".join(items),
