@@ -114,7 +114,7 @@ async def in_process(data_dir: Path, n: int, count: int) -> list[list[object]]:
         app = build_http_app(server, service, settings)
         transport = httpx2.ASGITransport(app=app)
         async with (
-            httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client,
+            httpx2.AsyncClient(transport=transport, base_url=f"http://127.0.0.1:{settings.http_port}") as client,
             Client(server) as mcp_client,
         ):
 

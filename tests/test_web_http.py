@@ -26,7 +26,6 @@ from ltms.web.session import COOKIE_NAME, SESSION_SECONDS, Sessions
 
 pytestmark = pytest.mark.anyio
 
-BASE_URL = "http://127.0.0.1:8000"
 TOKEN = "web-test-token-0123456789abcdef"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 HOSTILE = '<script>document.title="pwned"</script><img src=x onerror="alert(1)"><b>bold</b> & "quotes"'
@@ -52,7 +51,9 @@ async def client_for(service: MemoryService, settings: Settings | None = None) -
     settings = settings or service.settings
     app = build_http_app(build_server(service, settings), service, settings)
     transport = httpx2.ASGITransport(app=app)
-    async with httpx2.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+    # The Host header names the port the settings say the server listens on (the Host check compares it).
+    base_url = f"http://127.0.0.1:{settings.http_port}"
+    async with httpx2.AsyncClient(transport=transport, base_url=base_url) as client:
         yield client
 
 
