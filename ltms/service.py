@@ -280,13 +280,24 @@ class MemoryService:
         return memory
 
     def list(
-        self, namespace: str | None = None, tags: Sequence[str] | None = None, limit: int = 20, offset: int = 0
+        self,
+        namespace: str | None = None,
+        tags: Sequence[str] | None = None,
+        limit: int = 20,
+        offset: int = 0,
+        since: Any = None,
+        until: Any = None,
     ) -> Page:
-        """Memories newest first, `limit` at a time."""
+        """Memories newest first, `limit` at a time; `since`/`until` bound the creation time as in retrieve."""
         limit = validation.integer_in(limit, "limit", 1, validation.MAX_PAGE)
         offset = validation.integer_in(offset, "offset", 0, 2**62)
         items, total = self.db.page(
-            validation.namespace(namespace, allow_none=True), validation.tags(tags), limit, offset
+            validation.namespace(namespace, allow_none=True),
+            validation.tags(tags),
+            limit,
+            offset,
+            validation.timestamp(since, "since"),
+            validation.timestamp(until, "until"),
         )
         next_offset = offset + len(items) if offset + len(items) < total else None
         return Page(items=items, total=total, offset=offset, next_offset=next_offset)

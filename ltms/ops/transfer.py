@@ -33,6 +33,7 @@ from ltms.errors import InvalidInput, StorageError
 from ltms.fsutil import atomic_writer
 from ltms.ops.progress import ProgressBar
 from ltms.ops.readonly import connect_readonly, table_names
+from ltms.ops.text import plural
 
 FIELDS = ("id", "text", "namespace", "tags", "metadata", "created_at", "updated_at")
 OPTIONAL_FIELDS = ("model", "embedding", "content_hash")
@@ -63,7 +64,7 @@ def run_export(settings: Settings, file: str, with_embeddings: bool = False) -> 
     where = "stdout" if to_stdout else str(target)
     note = "" if db_path.exists() else f" (there is no database at {db_path} yet)"
     # With '-', stdout carries the data: the summary goes to stderr.
-    print(f"exported {count} memories to {where}{note}", file=sys.stderr if to_stdout else sys.stdout)
+    print(f"exported {plural(count, 'memory')} to {where}{note}", file=sys.stderr if to_stdout else sys.stdout)
     return 0
 
 
@@ -164,7 +165,7 @@ def run_import(settings: Settings, file: str, embedder: Embedder | None = None) 
                 timestamps=[(i.created_at, i.updated_at) for i in items],
             )
     created = sum(r.created for r in results)
-    print(f"imported {created}, already present {len(results) - created} (from {source}, {len(items)} lines)")
+    print(f"imported {created}, already present {len(results) - created} (from {source}, {plural(len(items), 'line')})")
     return 0
 
 

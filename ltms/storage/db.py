@@ -382,9 +382,17 @@ class Database:
         rows = self._query(f"SELECT id FROM memories{where}", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def page(self, namespace: str | None, tags: Sequence[str], limit: int, offset: int) -> tuple[list[Memory], int]:
+    def page(
+        self,
+        namespace: str | None,
+        tags: Sequence[str],
+        limit: int,
+        offset: int,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> tuple[list[Memory], int]:
         """Newest first."""
-        where, params = _filters(namespace, tags, None, None)
+        where, params = _filters(namespace, tags, since, until)
         total = int(self._query(f"SELECT count(*) FROM memories{where}", params)[0][0])
         rows = self._query(
             f"SELECT {_COLUMNS} FROM memories{where} ORDER BY id DESC LIMIT ? OFFSET ?", [*params, limit, offset]
