@@ -246,3 +246,20 @@ def test_a_session_setting_the_server_refuses_fails_the_open_loudly(
     error = open_fails(pg_url)
     assert str(error).startswith("cannot configure a session on postgresql://postgres:***@")
     assert 'invalid value for parameter "hnsw.iterative_scan": "sideways"' in str(error)
+
+
+def test_health_names_a_missing_index_with_the_statement_that_makes_it(pg_url: str, pg_cluster: Any) -> None:
+    storage = PostgresStorage.open(pg_url, DIM)
+    try:
+        health = storage.health()
+        assert health.problems == () and health.index["pgvector"] == "0.8.5"
+        assert health.index["settings"]["hnsw.iterative_scan"] == "relaxed_order"
+        with pg_cluster.connect(pg_url.rsplit("/", 1)[1]) as conn:
+            conn.execute("DROP INDEX chunks_embedding_hnsw")
+        [problem] = storage.health().problems
+        assert problem == (
+            "index chunks_embedding_hnsw is missing: "
+            "CREATE INDEX chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops)"
+        )
+    finally:
+        storage.close()
