@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from ltms.embeddings import EMBEDDER_CHOICES
 from ltms.errors import InvalidInput
+from ltms.storage.pg_url import redact_url
 from ltms.vector_store.faiss_config import ResolvedPaths, resolve_paths
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -155,6 +156,18 @@ class Settings:
     log_level: LogLevel = setting(  # noqa: RUF009 - setting() returns an immutable default, like the others
         "LTMC_LOG_LEVEL", _log_level, "INFO", "debug, info, warning or error (logs go to stderr)", "--log-level"
     )
+    backend: str = setting(
+        "LTMC_BACKEND", _choice("sqlite", "postgres"), "sqlite", "storage: sqlite (embedded, one machine) or postgres"
+    )
+    database_url: str | None = setting(
+        "LTMC_DATABASE_URL",
+        str,  # never validated here: an error message would echo the password; the backend reports it redacted
+        None,
+        "PostgreSQL URL for LTMC_BACKEND=postgres, e.g. postgresql://ltmc:PASSWORD@db:5432/ltmc",
+    )
+    database_pool_size: int = setting(
+        "LTMC_DATABASE_POOL_SIZE", _int_in(1, 1000), 10, "most PostgreSQL connections one LTMC process opens"
+    )
     max_result_chars: int = setting(
         "LTMC_MAX_RESULT_CHARS",
         _int_in(100, MiB),
@@ -210,6 +223,8 @@ class Settings:
             value = getattr(self, name)
             if name == "auth_token" and value:
                 value = "(set, hidden)"
+            if name == "database_url" and value:
+                value = redact_url(value)
             if isinstance(value, tuple):
                 value = ",".join(value)
             rows.append((name, str(value), self.sources.get(name, "default")))
