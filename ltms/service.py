@@ -31,6 +31,7 @@ from ltms.vector_store.faiss_store import FaissIndex, SnapshotInvalid, SnapshotM
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+_UPDATE_ATTEMPTS = 3  # the last one embeds inside the transaction rather than retry again
 
 
 def content_hash(text: str) -> str:
@@ -309,36 +310,55 @@ class MemoryService:
         tags: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Memory:
-        """Change a memory's text, tags or metadata (each left alone when None). New text is re-embedded."""
+        """Change a memory's text, tags or metadata (each left alone when None). New text is re-embedded.
+
+        The merge happens inside the write transaction, from the row as it is then: a concurrent update of
+        another field (from this or another process) is never written back over. Embedding is slow, so it
+        happens before the transaction; if the stored text changed in between, the attempt is retried."""
         self._refuse_if_read_only()
-        current = self.get(memory_id)
-        new_text = current.text if text is None else validation.text(text, "text", self.settings.max_text_bytes)
-        new_tags = current.tags if tags is None else validation.tags(tags)
-        new_metadata = (
-            current.metadata if metadata is None else validation.metadata(metadata, self.settings.max_metadata_bytes)
-        )
-        digest = content_hash(new_text)
-        vector = self.embedder.embed([new_text])[0] if new_text != current.text else None
-        with self._lock:
-            with self.db.write() as conn:
-                if self.db.get(current.id) is None:
-                    raise NotFound(f"no memory with id {memory_id} (deleted meanwhile)")
-                duplicate = Database.find_by_hash(conn, current.namespace, digest)
-                if duplicate is not None and duplicate != current.id:
-                    raise InvalidInput(f"memory {duplicate} in namespace {current.namespace!r} already has this text")
-                Database.update(
-                    conn,
-                    current.id,
-                    text=new_text,
-                    tags=new_tags,
-                    metadata=new_metadata,
-                    updated_at=time.time(),
-                    content_hash=digest,
-                    embedding=vector,
-                    model=self.model,
-                )
-            self._catch_up()
-        return self.get(current.id)
+        memory_id = validation.memory_id(memory_id)
+        new_text = None if text is None else validation.text(text, "text", self.settings.max_text_bytes)
+        new_tags = None if tags is None else validation.tags(tags)
+        new_metadata = None if metadata is None else validation.metadata(metadata, self.settings.max_metadata_bytes)
+        embedded: tuple[str, np.ndarray] | None = None  # (text, its vector)
+        for attempt in range(_UPDATE_ATTEMPTS):
+            if new_text is not None and (embedded is None or embedded[0] != new_text):
+                stored = self.get(memory_id)
+                if stored.text != new_text:
+                    embedded = (new_text, self.embedder.embed([new_text])[0])
+            with self._lock:
+                with self.db.write() as conn:
+                    current = Database.fetch(conn, memory_id)
+                    if current is None:
+                        raise NotFound(f"no memory with id {memory_id}")
+                    final_text = current.text if new_text is None else new_text
+                    vector = None
+                    if final_text != current.text:
+                        if embedded is None or embedded[0] != final_text:
+                            if attempt + 1 < _UPDATE_ATTEMPTS:
+                                continue  # the stored text changed since we looked: embed outside the lock
+                            embedded = (final_text, self.embedder.embed([final_text])[0])
+                        vector = embedded[1]
+                    digest = content_hash(final_text)
+                    duplicate = Database.find_by_hash(conn, current.namespace, digest)
+                    if duplicate is not None and duplicate != current.id:
+                        raise InvalidInput(
+                            f"memory {duplicate} in namespace {current.namespace!r} already has this text"
+                        )
+                    Database.update(
+                        conn,
+                        current.id,
+                        text=final_text,
+                        tags=current.tags if new_tags is None else new_tags,
+                        metadata=current.metadata if new_metadata is None else new_metadata,
+                        updated_at=time.time(),
+                        content_hash=digest,
+                        embedding=vector,
+                        model=self.model,
+                    )
+                self._catch_up()
+            return self.get(memory_id)
+        raise AssertionError("unreachable: the last attempt embeds inside the transaction")
 
     def delete(self, memory_id: int) -> None:
         self._refuse_if_read_only()

@@ -210,6 +210,12 @@ class Database:
         return int(row[0]) if row else None
 
     @staticmethod
+    def fetch(conn: sqlite3.Connection, memory_id: int) -> Memory | None:
+        """The memory as this transaction sees it (an update merges from this, never from an earlier read)."""
+        row = conn.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ?", (memory_id,)).fetchone()
+        return _memory(row) if row else None
+
+    @staticmethod
     def insert(
         conn: sqlite3.Connection,
         *,
