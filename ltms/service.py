@@ -75,14 +75,18 @@ class MemoryService:
         return self.embedder.name
 
     def _check_model(self, allow_model_change: bool) -> None:
-        stored = self.db.get_meta("model")
-        stored_dim = self.db.get_meta("dimension")
+        """Claim the store for this model, or refuse another one. The check and the claim are one write
+        transaction, so two processes opening an empty store with different models cannot both succeed."""
         current = (self.embedder.name, str(self.embedder.dimension))
-        if (stored, stored_dim) == current:
+        if (self.db.get_meta("model"), self.db.get_meta("dimension")) == current:
             return
-        if stored is not None and not allow_model_change and self.db.count() > 0:
-            raise ModelMismatch(stored, self.embedder.name, self.db.path)
         with self.db.write() as conn:
+            stored = Database.read_meta(conn, "model")
+            if (stored, Database.read_meta(conn, "dimension")) == current:
+                return
+            # Even an empty store keeps its model: another process may have claimed it a moment ago.
+            if stored is not None and not allow_model_change:
+                raise ModelMismatch(stored, self.embedder.name, self.db.path)
             Database.set_meta(conn, "model", self.embedder.name)
             Database.set_meta(conn, "dimension", str(self.embedder.dimension))
 

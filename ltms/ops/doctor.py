@@ -185,7 +185,7 @@ def diagnose(settings: Settings, scan_dirs: Sequence[Path] | None = None) -> Rep
         add(*_check_directory(paths.index_path.parent, "index directory", "index_dir"))
     db = _DatabaseView(paths.db_path)
     try:
-        expected = db.model() if db.has_memories() and db.model() != configured else configured
+        expected = db.model() or configured  # a snapshot is built for the store's model
         # The snapshot is loaded before the database is read: the database only moves forward, so a snapshot
         # that a running server saves meanwhile can never look ahead of it.
         snapshot = _Snapshot.load(paths, expected, db.meta.get("database_id", ""))
@@ -376,14 +376,6 @@ class _DatabaseView:
             self.error = str(exc)
             self.close()
 
-    def has_memories(self) -> bool:
-        if self.conn is None or "memories" not in self.tables:
-            return False
-        try:
-            return self.conn.execute("SELECT 1 FROM memories LIMIT 1").fetchone() is not None
-        except sqlite3.Error:
-            return False
-
     def model(self) -> tuple[str, int] | None:
         name, dimension = self.meta.get("model"), self.meta.get("dimension")
         if name is None or dimension is None or not dimension.isdigit():
@@ -512,7 +504,7 @@ def _check_database(
     if journal not in ("wal", "none yet"):
         status = WARN
         notes.append("the server switches it to WAL when it opens the database")
-    if stored and configured and state.count and stored != configured:
+    if stored and configured and stored != configured:  # even an empty store keeps its model
         problems.append(
             Problem(
                 "model_mismatch",

@@ -194,6 +194,11 @@ class Database:
         return self.get_meta("database_id") or ""
 
     @staticmethod
+    def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    @staticmethod
     def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute(
             "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
