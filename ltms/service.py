@@ -201,6 +201,13 @@ class MemoryService:
         `timestamps` gives each item's (created_at, updated_at) in epoch seconds (import keeps them); None = now.
         """
         self._refuse_if_read_only()
+        if timestamps is not None:
+            if len(timestamps) != len(items):
+                raise InvalidInput(f"{len(timestamps)} timestamp pairs for {len(items)} memories")
+            timestamps = [
+                (validation.timestamp(created, "created_at"), validation.timestamp(updated, "updated_at"))
+                for created, updated in timestamps
+            ]
         prepared = []
         for text, tags, metadata, namespace in items:
             clean_text = validation.text(text, "text", self.settings.max_text_bytes)
@@ -230,7 +237,7 @@ class MemoryService:
                     if vector is None:  # deleted by another process since we looked
                         vector = self.embedder.embed([text])[0]
                     created, updated = timestamps[position] if timestamps else (None, None)
-                    created = created or now
+                    created = now if created is None else created  # 0.0 is 1970, not "now"
                     memory_id = Database.insert(
                         conn,
                         text=text,
@@ -238,7 +245,7 @@ class MemoryService:
                         tags=tags,
                         metadata=metadata,
                         created_at=created,
-                        updated_at=updated or created,
+                        updated_at=created if updated is None else updated,
                         content_hash=digest,
                         embedding=vector,
                         model=self.model,

@@ -105,21 +105,52 @@ def score(value: object) -> float | None:
     return float(value)
 
 
+# The times every read path can show: datetime (and so ISO 8601 output) covers the years 1 to 9999.
+MIN_EPOCH = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+MAX_EPOCH = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC).timestamp()
+
+
 def timestamp(value: object, what: str) -> float | None:
-    """An ISO 8601 date or date-time (UTC when no offset is given), or epoch seconds."""
+    """An ISO 8601 date or date-time (UTC when no offset is given), or epoch seconds, in the years 1 to 9999."""
     if value is None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError as exc:
-            raise InvalidInput(f"{what} {value!r} is not an ISO 8601 date or date-time") from exc
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+    elif isinstance(value, datetime | str):
+        moment = value if isinstance(value, datetime) else _parse_iso(value, what)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        try:
+            seconds = moment.timestamp()
+        except (OverflowError, ValueError):  # an offset that pushes it past year 1 or 9999
+            seconds = math.inf
     else:
-        raise InvalidInput(f"{what} must be an ISO 8601 string, got {type(value).__name__}")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        raise InvalidInput(f"{what} must be an ISO 8601 string or epoch seconds, got {type(value).__name__}")
+    return in_time_range(seconds, what, value)
+
+
+def in_time_range(seconds: float, what: str, shown: object = None) -> float:
+    if math.isnan(seconds) or not MIN_EPOCH <= seconds <= MAX_EPOCH:
+        raise InvalidInput(
+            f"{what} {_short(seconds if shown is None else shown)} is not a time in the years 1 to 9999 "
+            f"(epoch seconds {MIN_EPOCH:.0f} to {MAX_EPOCH:.0f})"
+        )
+    return seconds
+
+
+def _parse_iso(value: str, what: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise InvalidInput(f"{what} {_short(value)} is not an ISO 8601 date or date-time") from exc
+
+
+def _short(value: object) -> str:
+    try:
+        shown = repr(value)
+    except ValueError:  # an integer beyond Python's digit limit for str()
+        return "(a number too large to show)"
+    return shown if len(shown) <= 40 else shown[:37] + "..."

@@ -35,6 +35,7 @@ from ltms.fsutil import unwritable_reason
 from ltms.ops.readonly import ReadOnlySnapshotStore, connect_readonly, table_names
 from ltms.ops.text import human_age, human_bytes, table
 from ltms.records import iso_utc
+from ltms.storage.db import Database, unreadable_rows
 from ltms.vector_store.faiss_config import DEFAULT_INDEX_NAME, ResolvedPaths
 from ltms.vector_store.faiss_store import Manifest, SnapshotInvalid, SnapshotMissing, SnapshotStore
 
@@ -446,12 +447,14 @@ def _check_database(
     problems: list[Problem] = []
     state = _DatabaseState()
     groups: list[tuple[str, int, int]] = []
+    unreadable: list[tuple[int, str]] = []
     conn.execute("BEGIN")
     try:
         integrity = [str(row[0]) for row in conn.execute("PRAGMA integrity_check(20)")]
         if {"memories", "changes"} <= db.tables:
             state.count = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
             state.latest = int(conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
+            unreadable = unreadable_rows(conn)
             groups = [
                 (str(m), int(size), int(n))
                 for m, size, n in conn.execute(
@@ -501,6 +504,19 @@ def _check_database(
                 str(db.path),
             )
         )
+    if unreadable:
+        notes.append(f"{len(unreadable)} unreadable")
+        listed = "; ".join(f"id {memory_id}: {why}" for memory_id, why in unreadable[:5])
+        more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        problems.append(
+            Problem(
+                "unreadable_rows",
+                f"{len(unreadable)} memories hold values no read can show ({listed}{more})",
+                "move them whole to the quarantine table in the database (ltmc doctor --fix); nothing is deleted",
+                True,
+                str(db.path),
+            )
+        )
     if journal not in ("wal", "none yet"):
         status = WARN
         notes.append("the server switches it to WAL when it opens the database")
@@ -539,6 +555,8 @@ def _check_database(
         "latest_change": state.latest,
         "model": stored[0] if stored else None,
         "dimension": stored[1] if stored else None,
+        "unreadable_count": len(unreadable),
+        "unreadable": [{"id": memory_id, "reason": why} for memory_id, why in unreadable[:100]],
     }
     return Check("database", PROBLEM if problems else status, ", ".join(notes), data), problems
 
@@ -710,6 +728,8 @@ def apply_fixes(settings: Settings, problems: Sequence[Problem]) -> list[Fixed]:
     """Repair the fixable problems. Never deletes: what is replaced is moved aside with a timestamp."""
     fixed: list[Fixed] = []
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    if any(p.code == "unreadable_rows" and p.fixable for p in problems):
+        fixed.append(_quarantine_rows(settings))  # first: the index is then rebuilt without them
     for problem in problems:
         if not problem.fixable or problem.path is None:
             continue
@@ -732,6 +752,21 @@ def apply_fixes(settings: Settings, problems: Sequence[Problem]) -> list[Fixed]:
     if snapshot_problems:
         fixed.append(_rebuild_index(settings, snapshot_problems))
     return fixed
+
+
+def _quarantine_rows(settings: Settings) -> Fixed:
+    db_path = settings.paths.db_path
+    try:
+        db = Database(db_path)
+        try:
+            with db.write() as conn:  # found again inside the transaction: exactly what is moved
+                moved = Database.quarantine(conn, unreadable_rows(conn), time.time())
+        finally:
+            db.close()
+    except (LTMCError, OSError) as exc:
+        return Fixed("unreadable_rows", f"quarantining unreadable memories failed: {exc}", ok=False)
+    ids = ", ".join(map(str, moved))
+    return Fixed("unreadable_rows", f"moved {len(moved)} memories (ids {ids}) to the quarantine table in {db_path}")
 
 
 def _free_name(target: Path) -> Path:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,6 +34,8 @@ from ltms.fsutil import atomic_writer
 from ltms.ops.progress import ProgressBar
 from ltms.ops.readonly import connect_readonly, table_names
 from ltms.ops.text import plural
+from ltms.records import epoch_or_nan, iso_utc
+from ltms.storage.db import stored_metadata, stored_tags, unreadable_rows
 
 FIELDS = ("id", "text", "namespace", "tags", "metadata", "created_at", "updated_at")
 OPTIONAL_FIELDS = ("model", "embedding", "content_hash")
@@ -41,8 +43,12 @@ MAX_REPORTED_ERRORS = 20
 EMBED_CHUNK = 256
 
 
-def iso_micro(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def iso_micro(stored: object) -> str | None:
+    """A stored timestamp as ISO 8601 with microseconds; None (null: import stores "now") when no date can show it."""
+    seconds = epoch_or_nan(stored)
+    if math.isnan(seconds) or not validation.MIN_EPOCH <= seconds <= validation.MAX_EPOCH:
+        return None
+    return iso_utc(seconds, "microseconds")
 
 
 # -- export ---------------------------------------------------------------------------------------------------
@@ -88,6 +94,7 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
             return 0
         conn.execute("BEGIN")  # one consistent state, whatever other processes commit meanwhile
         total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
+        unreadable = unreadable_rows(conn)
         with ProgressBar("exporting", total) as bar:
             last = 0
             while True:
@@ -108,6 +115,13 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
         raise StorageError("read memories from", db_path, exc) from exc
     finally:
         conn.close()
+    if unreadable:
+        ids = ", ".join(str(memory_id) for memory_id, _ in unreadable[:10]) + (", ..." if len(unreadable) > 10 else "")
+        print(
+            f"ltmc: warning: {len(unreadable)} memories have values no date or JSON can show (ids {ids}); they were "
+            "exported with null times and empty tags/metadata where unreadable. `ltmc doctor` lists them.",
+            file=sys.stderr,
+        )
     return count
 
 
@@ -117,8 +131,8 @@ def _line(row: Sequence[Any], with_embeddings: bool) -> dict[str, Any]:
         "id": int(memory_id),
         "text": text,
         "namespace": namespace,
-        "tags": json.loads(tags),
-        "metadata": json.loads(metadata),
+        "tags": stored_tags(tags) or [],
+        "metadata": stored_metadata(metadata) or {},
         "created_at": iso_micro(created),
         "updated_at": iso_micro(updated),
     }

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ltms.errors import StorageError
-from ltms.records import Memory
+from ltms import validation
+from ltms.errors import InvalidInput, StorageError
+from ltms.records import Memory, epoch_or_nan
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
@@ -57,6 +58,13 @@ CREATE TABLE IF NOT EXISTS memory_tags (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS memory_tags_memory ON memory_tags(memory_id);
 -- The change log: every process replays rows newer than the last one its in-memory index has seen.
+-- Rows `ltmc doctor --fix` found unreadable, moved here whole (never deleted). No types or constraints: the
+-- values are kept exactly as they were stored, whatever they are.
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, namespace, text, tags, metadata, created_at, updated_at, content_hash, embedding, model,
+    reason         TEXT NOT NULL,
+    quarantined_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS changes (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     memory_id INTEGER NOT NULL,
@@ -66,6 +74,21 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 
 _COLUMNS = "id, text, namespace, tags, metadata, created_at, updated_at, content_hash"
+_ALL_COLUMNS = "id, namespace, text, tags, metadata, created_at, updated_at, content_hash, embedding, model"
+
+# Rows no read path can show as they are: a time outside the years 1-9999 (inf, 1e20, text), text that is not
+# text, tags that are not a JSON list of strings, metadata that is not a JSON object. CASE keeps the JSON
+# functions away from malformed JSON (they raise on it).
+_UNREADABLE = """
+SELECT id, text, tags, metadata, created_at, updated_at FROM memories WHERE
+    typeof(created_at) NOT IN ('real', 'integer') OR created_at NOT BETWEEN ?1 AND ?2
+    OR typeof(updated_at) NOT IN ('real', 'integer') OR updated_at NOT BETWEEN ?1 AND ?2
+    OR typeof(text) != 'text'
+    OR CASE WHEN json_valid(tags) THEN json_type(tags) != 'array'
+        OR EXISTS (SELECT 1 FROM json_each(memories.tags) WHERE type != 'text') ELSE 1 END
+    OR CASE WHEN json_valid(metadata) THEN json_type(metadata) != 'object' ELSE 1 END
+ORDER BY id
+"""
 
 
 class Database:
@@ -304,6 +327,21 @@ class Database:
         return bool(deleted)
 
     @staticmethod
+    def quarantine(conn: sqlite3.Connection, rows: Sequence[tuple[int, str]], at: float) -> list[int]:
+        """Move each (id, reason) row whole into the quarantine table, out of every read path. Returns the ids
+        moved; the change log records a delete, so every process drops them from its index."""
+        moved = []
+        for memory_id, reason in rows:
+            copied = conn.execute(
+                f"INSERT INTO quarantine({_ALL_COLUMNS}, reason, quarantined_at)"
+                f" SELECT {_ALL_COLUMNS}, ?, ? FROM memories WHERE id = ?",
+                (reason, at, memory_id),
+            ).rowcount
+            if copied and Database.delete(conn, memory_id, at):
+                moved.append(memory_id)
+        return moved
+
+    @staticmethod
     def log_change(conn: sqlite3.Connection, memory_id: int, op: str, at: float) -> None:
         conn.execute("INSERT INTO changes(memory_id, op, at) VALUES (?, ?, ?)", (memory_id, op, at))
 
@@ -417,6 +455,53 @@ class Database:
         return str(self._query("PRAGMA journal_mode")[0][0])
 
 
+def unreadable_rows(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(id, what is wrong) for every memory row no read path can show as stored. Works on any connection
+    (doctor's read-only one included)."""
+    rows = conn.execute(_UNREADABLE, (validation.MIN_EPOCH, validation.MAX_EPOCH)).fetchall()
+    return [(int(row[0]), _what_is_wrong(row)) for row in rows]
+
+
+def _what_is_wrong(row: Sequence[Any]) -> str:
+    _id, text, tags, metadata, created, updated = row
+    found = []
+    for name, value in (("created_at", created), ("updated_at", updated)):
+        try:
+            validation.in_time_range(epoch_or_nan(value), name, value)
+        except InvalidInput as exc:
+            found.append(str(exc).split(" (epoch")[0])
+    if not isinstance(text, str):
+        found.append(f"text is stored as {type(text).__name__}")
+    if stored_tags(tags) is None:
+        found.append(f"tags {_short(tags)} are not a JSON list of strings")
+    if stored_metadata(metadata) is None:
+        found.append(f"metadata {_short(metadata)} is not a JSON object")
+    return "; ".join(found) or "unreadable"
+
+
+def stored_tags(raw: object) -> list[str] | None:
+    """The tags stored as JSON, or None when they are not a JSON list of strings."""
+    value = _json_or_none(raw)
+    return value if isinstance(value, list) and all(isinstance(t, str) for t in value) else None
+
+
+def stored_metadata(raw: object) -> dict[str, Any] | None:
+    value = _json_or_none(raw)
+    return value if isinstance(value, dict) else None
+
+
+def _json_or_none(raw: object) -> Any:
+    try:
+        return json.loads(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
 def embedding_from_blob(blob: bytes, dimension: int) -> np.ndarray:
     vector = np.frombuffer(blob, dtype=np.float32)
     if vector.shape != (dimension,):
@@ -462,9 +547,9 @@ def _memory(row: Sequence[Any]) -> Memory:
         id=int(row[0]),
         text=row[1],
         namespace=row[2],
-        tags=json.loads(row[3]),
-        metadata=json.loads(row[4]),
-        created_at=float(row[5]),
-        updated_at=float(row[6]),
+        tags=stored_tags(row[3]) or [],  # unreadable values read as empty; doctor reports the row
+        metadata=stored_metadata(row[4]) or {},
+        created_at=epoch_or_nan(row[5]),
+        updated_at=epoch_or_nan(row[6]),
         content_hash=row[7],
     )
