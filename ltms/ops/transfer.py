@@ -54,14 +54,14 @@ def iso_micro(stored: object) -> str | None:
 # -- export ---------------------------------------------------------------------------------------------------
 
 
-def run_export(settings: Settings, file: str, with_embeddings: bool = False) -> int:
+def run_export(settings: Settings, file: str, with_embeddings: bool = False, force: bool = False) -> int:
     db_path = settings.paths.db_path
     to_stdout = file == "-"
     target = None if to_stdout else Path(file).expanduser().absolute()
-    if target is not None and target.is_dir():
-        raise InvalidInput(f"cannot export to {target}: it is a directory")
+    if target is not None:
+        _check_target(target, settings, force)
     try:
-        with _exporting(target) as out:
+        with _exporting(target, overwrite=force) as out:
             count = _write_memories(db_path, out, with_embeddings)
     except BrokenPipeError:  # `ltmc export - | head`: the reader left; that is not an error worth a traceback
         with contextlib.suppress(OSError):
@@ -74,13 +74,35 @@ def run_export(settings: Settings, file: str, with_embeddings: bool = False) -> 
     return 0
 
 
+def _check_target(target: Path, settings: Settings, force: bool) -> None:
+    """Refuse a target that would destroy the store, or (without --force) any existing file."""
+    if target.is_dir():
+        raise InvalidInput(f"cannot export to {target}: it is a directory")
+    paths = settings.paths
+    data_dir = paths.data_dir.resolve()
+    if target.resolve().is_relative_to(data_dir):
+        raise InvalidInput(
+            f"cannot export to {target}: it is inside the data directory {data_dir}; write the export elsewhere"
+        )
+    store_files = [paths.db_path, paths.index_path, paths.manifest_path, paths.lock_path]
+    store_files += [paths.db_path.with_name(paths.db_path.name + suffix) for suffix in ("-wal", "-shm")]
+    for store_file in store_files:
+        same = target.resolve() == store_file.resolve()
+        with contextlib.suppress(OSError):  # a hard link to a store file is that file too
+            same = same or os.path.samefile(target, store_file)
+        if same:
+            raise InvalidInput(f"cannot export to {target}: it is the store's own file {store_file}")
+    if not force and os.path.lexists(target):
+        raise InvalidInput(f"cannot export to {target}: the file exists (use --force to replace it)")
+
+
 @contextlib.contextmanager
-def _exporting(target: Path | None) -> Iterator[BinaryIO]:
+def _exporting(target: Path | None, overwrite: bool) -> Iterator[BinaryIO]:
     if target is None:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    with atomic_writer(target) as handle:
+    with atomic_writer(target, overwrite=overwrite) as handle:
         yield handle
 
 
