@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -59,9 +60,27 @@ class MemoryService:
         self._last_change = time.monotonic()
         self.last_snapshot_error: str | None = None
         self.last_snapshot_at: float | None = None
-        self._check_model(allow_model_change)
         self.index_state = "unknown"
-        self.index, self._applied_seq = self._open_index()
+        try:
+            # The integrity check reads the whole database: it runs on its own connection beside the model
+            # check and the snapshot load (which reads the whole index), so start-up takes the longer of the two.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltmc-integrity") as pool:
+                check = pool.submit(self.db.integrity_problems)
+                self._check_model(allow_model_change)
+                self.index, self._applied_seq = self._open_index()
+                damage = check.result()
+            if damage:
+                # Refuse rather than warn: a damaged database gives wrong or failing answers for some memories,
+                # and writing into it can spread the damage. `ltmc doctor` says what to do.
+                raise StorageError(
+                    "serve from",
+                    paths.db_path,
+                    f"SQLite's integrity check fails ({'; '.join(damage)}); refusing to run on a damaged "
+                    "database. Stop, copy the data directory and run `ltmc doctor`",
+                )
+        except BaseException:
+            self.db.close()
+            raise
         self._stop = threading.Event()
         self._saver: threading.Thread | None = None
         if background_saves:

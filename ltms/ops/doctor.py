@@ -36,7 +36,7 @@ from ltms.ops.readonly import ReadOnlySnapshotStore, connect_readonly, table_nam
 from ltms.ops.text import human_age, human_bytes, table
 from ltms.records import iso_utc
 from ltms.storage.db import Database, unreadable_rows
-from ltms.vector_store.faiss_config import DEFAULT_INDEX_NAME, ResolvedPaths
+from ltms.vector_store.faiss_config import DB_NAME, DEFAULT_INDEX_NAME, ResolvedPaths
 from ltms.vector_store.faiss_store import Manifest, SnapshotInvalid, SnapshotMissing, SnapshotStore
 
 OK, INFO, WARN, PROBLEM = "ok", "info", "warn", "problem"
@@ -194,6 +194,7 @@ def diagnose(settings: Settings, scan_dirs: Sequence[Path] | None = None) -> Rep
         add(*_check_snapshot(paths, snapshot, db))
     finally:
         db.close()
+    add(*_check_snapshot_files(paths))
     add(*_check_strays(paths, default_scan_dirs() if scan_dirs is None else scan_dirs))
 
     codes = {p.code for p in problems}
@@ -470,6 +471,7 @@ def _check_database(
                     )
                 }
     except sqlite3.Error as exc:
+        db.error = str(exc)  # the snapshot is then not compared with figures that were never read
         message = f"cannot read the database {db.path}: {exc}"
         return (
             Check("database", PROBLEM, message, {"path": str(db.path), "exists": True}),
@@ -627,7 +629,7 @@ def _check_snapshot(paths: ResolvedPaths, snapshot: _Snapshot, db: _DatabaseView
         human_bytes(manifest.size),
         f"saved {iso_utc(manifest.saved_at)} ({human_age(time.time() - manifest.saved_at)} ago)",
     ]
-    if db.conn is None and db.exists:
+    if db.exists and (db.conn is None or db.error):
         return Check("index snapshot", WARN, ", ".join(notes) + "; not compared with the unreadable database", data), []
     if manifest.last_seq > state.latest:
         message = (
@@ -665,6 +667,30 @@ def _leftovers(index_path: Path) -> list[Path]:
         return []
 
 
+def _check_snapshot_files(paths: ResolvedPaths) -> tuple[Check, list[Problem]]:
+    """The files around the snapshot that stop a server or waste space: a lock path that is not a file."""
+    problems: list[Problem] = []
+    notes: list[str] = []
+    lock = paths.lock_path
+    if lock.is_symlink() or (lock.exists() and not lock.is_file()):
+        kind = "symbolic link" if lock.is_symlink() else "directory" if lock.is_dir() else "special file"
+        message = f"the snapshot lock {lock} is a {kind}, not a file: a server cannot take the lock and does not start"
+        problems.append(
+            Problem(
+                "lock_not_a_file",
+                message,
+                f"move it aside to {lock.name}.bad-<timestamp> (ltmc doctor --fix); nothing is deleted",
+                True,
+                str(lock),
+            )
+        )
+        notes.append(message)
+    else:
+        notes.append(f"lock {lock} {'is a file' if lock.exists() else 'not created yet'}")
+    data = {"lock_path": str(lock)}
+    return Check("snapshot files", PROBLEM if problems else OK, "; ".join(notes), data), problems
+
+
 # -- stray index files ------------------------------------------------------------------------------------------
 
 
@@ -691,8 +717,20 @@ def find_strays(scan_dirs: Iterable[Path], paths: ResolvedPaths) -> list[Path]:
             entries = sorted(directory.glob(STRAY_GLOB))
         except OSError:
             continue
-        found += [p for p in entries if ".stray-" not in p.name and p.suffix != ".py"]
+        found += [p for p in entries if ".stray-" not in p.name and p.suffix != ".py" and not _belongs_to_a_store(p)]
     return found
+
+
+def _belongs_to_a_store(path: Path) -> bool:
+    """Whether `path` can be a file of some LTMC store (another one than doctor's: those directories are skipped).
+    The old path bug wrote index files with no manifest, no lock and no database beside them; a store always has
+    a lock and a manifest beside its index, and its data directory holds the database."""
+    directory, name = path.parent, path.name
+    if (directory / DB_NAME).exists():
+        return True
+    if name.endswith((".manifest.json", ".lock")) or ".bad-" in name:
+        return True
+    return any((directory / f"{name}{suffix}").exists() for suffix in (".manifest.json", ".lock"))
 
 
 def _check_strays(paths: ResolvedPaths, scan_dirs: Sequence[Path]) -> tuple[Check, list[Problem]]:
@@ -741,6 +779,13 @@ def apply_fixes(settings: Settings, problems: Sequence[Problem]) -> list[Fixed]:
                 fixed.append(Fixed(problem.code, f"chmod 700 {path} (was {before:04o})"))
             except OSError as exc:
                 fixed.append(Fixed(problem.code, f"chmod 700 {path}: {exc.strerror or exc}", ok=False))
+        elif problem.code == "lock_not_a_file":
+            target = _free_name(path.with_name(f"{path.name}.bad-{stamp}"))
+            try:
+                path.rename(target)
+                fixed.append(Fixed(problem.code, f"moved {path} aside to {target}"))
+            except OSError as exc:
+                fixed.append(Fixed(problem.code, f"move {path} to {target}: {exc.strerror or exc}", ok=False))
         elif problem.code == "stray_index_file":
             target = _free_name(path.with_name(f"{path.name}.stray-{stamp}"))
             try:

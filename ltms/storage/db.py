@@ -448,6 +448,22 @@ class Database:
         )
         return [_memory(r) for r in rows], total
 
+    def integrity_problems(self, limit: int = 3) -> list[str]:
+        """What SQLite's integrity check finds wrong ([] when healthy), on a connection of its own so it can run
+        while this one is in use. A database too damaged to check reports why."""
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            try:
+                found = [str(row[0]) for row in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            return [str(exc)]
+        if found == ["ok"]:
+            return []
+        # One row may hold several lines: keep the error message one line.
+        return [" / ".join(line.strip() for line in row.splitlines() if line.strip())[:200] for row in found]
+
     def integrity_check(self) -> str:
         return str(self._query("PRAGMA integrity_check")[0][0])
 

@@ -109,7 +109,7 @@ class Manifest:
     sha256: str
     size: int
     saved_at: float
-    database_id: str = ""  # the database it was built from ("" in snapshots written before it was recorded)
+    database_id: str = ""  # the database it was built from ("" in old snapshots: treated as foreign, rebuilt once)
     # While a save is under way: the manifest of the index bytes about to replace the current ones. A process
     # killed between the two file replacements leaves the new index beside this manifest, and it still loads.
     pending: dict[str, Any] | None = None
@@ -262,7 +262,13 @@ def _check_fits(manifest: Manifest, dimension: int, model: str, database_id: str
         raise SnapshotInvalid(f"built with model {manifest.model!r}, configured model is {model!r}")
     if manifest.dimension != dimension:
         raise SnapshotInvalid(f"dimension {manifest.dimension}, expected {dimension}")
-    if database_id and manifest.database_id and manifest.database_id != database_id:
+    # A snapshot that does not name this database is foreign, blank id included: a blank id matches anything,
+    # and a copied snapshot with the id removed would otherwise answer every search with another store's memories.
+    if database_id and manifest.database_id != database_id:
+        if not str(manifest.database_id or "").strip():
+            raise SnapshotInvalid(
+                f"it records no database id, so it cannot be shown to come from this database (id {database_id})"
+            )
         raise SnapshotInvalid(
             f"it was built from another database (id {manifest.database_id}; this one is {database_id})"
         )
