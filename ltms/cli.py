@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-insecure", action="store_true", default=None, help=_setting_help("allow_insecure"))
 
     doctor = commands.add_parser("doctor", parents=[common], help="check the configuration, database and index")
-    doctor.add_argument("--fix", action="store_true", help="repair what was found (never deletes a memory or a file)")
+    doctor.add_argument("--fix", action="store_true", help="repair what was found (never deletes a memory)")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
     reindex = commands.add_parser("reindex", parents=[common], help="rebuild the index from the database")

@@ -111,6 +111,10 @@ class MemoryService:
 
     def _open_index(self) -> tuple[FaissIndex, int]:
         paths = self.settings.paths
+        try:  # left by saves killed mid-write: up to a snapshot's size each
+            self.snapshots.remove_stale_temp_files()
+        except StorageError as exc:  # worth a loud line, not a refusal to start: no memory depends on it
+            log.error("%s", exc)
         latest = self.db.max_seq()
         try:
             index, manifest = self.snapshots.load(self.embedder.dimension, self.model, self.db.database_id)

@@ -6,9 +6,11 @@ the write lock, and the memory service (which would rebuild or move files) is no
 writes is a probe file it removes at once, because only a real write tells whether a directory is writable
 (root ignores mode bits; immutable directories and read-only mounts refuse root too).
 
---fix never deletes a memory or a file: stray index files are renamed `<name>.stray-<timestamp>`, a bad snapshot
-is moved aside by SnapshotStore (`<name>.bad-<timestamp>`) and rebuilt from SQLite, and group/other permission
-bits are removed from the data directory. A second run finds nothing to fix and changes nothing.
+--fix never deletes a memory or a file it cannot prove is garbage: stray index files are renamed
+`<name>.stray-<timestamp>`, a bad snapshot is moved aside by SnapshotStore (`<name>.bad-<timestamp>`) and rebuilt
+from SQLite, unreadable rows are moved to the quarantine table, and group/other permission bits are removed from the
+data directory. The only files removed are temp files of snapshot saves that were killed (partial copies, never
+read). A second run finds nothing to fix and changes nothing.
 """
 
 from __future__ import annotations
@@ -687,7 +689,33 @@ def _check_snapshot_files(paths: ResolvedPaths) -> tuple[Check, list[Problem]]:
         notes.append(message)
     else:
         notes.append(f"lock {lock} {'is a file' if lock.exists() else 'not created yet'}")
-    data = {"lock_path": str(lock)}
+    data: dict[str, Any] = {"lock_path": str(lock), "stale_temp_files": []}
+    try:
+        store = ReadOnlySnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path)
+        stale = store.stale_temp_files() if not problems else []
+    except (LTMCError, OSError) as exc:
+        stale = []
+        notes.append(f"temp files not checked ({exc})")
+    if stale:
+        total = sum(size for _, size in stale)
+        data["stale_temp_files"] = [str(path) for path, _ in stale]
+        message = (
+            f"{len(stale)} temp file(s) left by snapshot saves that were killed ({human_bytes(total)}): "
+            + ", ".join(path.name for path, _ in stale[:5])
+            + (", ..." if len(stale) > 5 else "")
+        )
+        notes.append(message)
+        problems.append(
+            Problem(
+                "stale_temp_files",
+                message,
+                "remove them (ltmc doctor --fix, or the next server start); no save is writing them",
+                True,
+                str(paths.index_path.parent),
+            )
+        )
+    else:
+        notes.append("no temp files left by killed saves")
     return Check("snapshot files", PROBLEM if problems else OK, "; ".join(notes), data), problems
 
 
@@ -786,6 +814,16 @@ def apply_fixes(settings: Settings, problems: Sequence[Problem]) -> list[Fixed]:
                 fixed.append(Fixed(problem.code, f"moved {path} aside to {target}"))
             except OSError as exc:
                 fixed.append(Fixed(problem.code, f"move {path} to {target}: {exc.strerror or exc}", ok=False))
+        elif problem.code == "stale_temp_files":
+            paths = settings.paths
+            try:
+                removed = SnapshotStore(
+                    paths.index_path, paths.manifest_path, paths.lock_path
+                ).remove_stale_temp_files()
+                total = human_bytes(sum(size for _, size in removed))
+                fixed.append(Fixed(problem.code, f"removed {len(removed)} temp file(s) ({total}) from {path}"))
+            except (LTMCError, OSError) as exc:
+                fixed.append(Fixed(problem.code, f"remove temp files in {path}: {exc}", ok=False))
         elif problem.code == "stray_index_file":
             target = _free_name(path.with_name(f"{path.name}.stray-{stamp}"))
             try:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
@@ -127,6 +128,41 @@ class SnapshotStore:
         self.index_path = index_path
         self.manifest_path = manifest_path
         self.lock_path = lock_path
+        # The names atomic_writer gives its temp files (mkstemp: 8 random characters) for the two snapshot files.
+        names = "|".join(re.escape(p.name) for p in (index_path, manifest_path))
+        self._temp_name = re.compile(rf"\.(?:{names})\.[A-Za-z0-9_]{{8}}\.tmp")
+
+    def stale_temp_files(self) -> list[tuple[Path, int]]:
+        """(path, size) of every temp file a killed save left behind. Listed under the shared lock, which no
+        save holds the exclusive lock against: a temp file still there is not being written."""
+        with self._locked(exclusive=False):
+            return self._temp_files()
+
+    def remove_stale_temp_files(self) -> list[tuple[Path, int]]:
+        """Remove the temp files killed saves left behind (under the exclusive lock: no live save is writing
+        one then). Returns what was removed; a file that cannot be removed raises StorageError naming it."""
+        with self._locked(exclusive=True):
+            found = self._temp_files()
+            for path, _size in found:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise StorageError("remove the stale temp file", path, exc.strerror or exc) from exc
+        for path, size in found:
+            log.warning("removed %s (%d bytes), left by a snapshot save that was killed", path, size)
+        return found
+
+    def _temp_files(self) -> list[tuple[Path, int]]:
+        try:
+            entries = sorted(self.index_path.parent.iterdir())
+        except OSError:
+            return []
+        found = []
+        for path in entries:
+            if self._temp_name.fullmatch(path.name):
+                with contextlib.suppress(OSError):
+                    found.append((path, path.lstat().st_size))
+        return found
 
     def read_manifest(self) -> Manifest | None:
         try:
