@@ -17,7 +17,7 @@ MAX_TAGS = 32
 MAX_TAG_CHARS = 64
 MAX_QUERY_BYTES = 8 * 1024
 DEFAULT_NAMESPACE = "default"
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:@/-]{1,64}")  # fullmatch: "$" alone lets a final "\n" through
 
 
 def text(value: object, what: str, max_bytes: int) -> str:
@@ -42,7 +42,7 @@ def namespace(value: object, allow_none: bool = False) -> str | None:
         if allow_none:
             return None
         return DEFAULT_NAMESPACE
-    if not isinstance(value, str) or not _NAMESPACE.match(value):
+    if not isinstance(value, str) or not _NAMESPACE.fullmatch(value):
         raise InvalidInput(f"namespace {value!r} is invalid: use 1-64 characters from letters, digits and _ . : @ / -")
     return value
 
