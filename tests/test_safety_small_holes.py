@@ -4,11 +4,12 @@ index path under a permissive umask."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 from support import hash_settings
-from test_ops_support import ltmc, one_line_error
+from test_ops_support import build_store, corrupt_snapshot, listing, ltmc, one_line_error
 
 from ltms.errors import InvalidInput
 from ltms.service import MemoryService
@@ -28,3 +29,24 @@ def test_a_namespace_must_match_its_pattern_exactly(tmp_path: Path, namespace: s
     source.write_text(json.dumps({"text": "imported", "namespace": namespace}) + "\n")
     error = one_line_error(ltmc("import", str(source), data_dir=tmp_path / "data", cwd=tmp_path))
     assert "line 1: namespace" in error
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["reindex", "--reembed"], ["reindex"], ["import", "{tmp}/in.jsonl"], ["doctor", "--fix"]],
+    ids=" ".join,
+)
+def test_read_only_mode_means_no_command_writes(tmp_path: Path, command: list[str]) -> None:
+    data = tmp_path / "data"
+    build_store(data)
+    corrupt_snapshot(data)  # something doctor --fix would repair
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": "would be imported"}) + "\n")
+    with sqlite3.connect(data / "ltmc.sqlite3") as conn:
+        embeddings = conn.execute("SELECT id, embedding, model FROM memories ORDER BY id").fetchall()
+    before = listing(data)
+    argv = [arg.format(tmp=tmp_path) for arg in command]
+    error = one_line_error(ltmc(*argv, data_dir=data, cwd=tmp_path, env={"LTMC_READ_ONLY": "1"}))
+    assert "read-only" in error and "LTMC_READ_ONLY" in error and "nothing was changed" in error, error
+    assert listing(data) == before
+    with sqlite3.connect(data / "ltmc.sqlite3") as conn:
+        assert conn.execute("SELECT id, embedding, model FROM memories ORDER BY id").fetchall() == embeddings

@@ -34,7 +34,7 @@ from ltms.config import Settings
 from ltms.embeddings import make_embedder
 from ltms.errors import LTMCError
 from ltms.fsutil import unwritable_reason
-from ltms.ops.readonly import ReadOnlySnapshotStore, connect_readonly, table_names
+from ltms.ops.readonly import ReadOnlySnapshotStore, connect_readonly, refuse_writes, table_names
 from ltms.ops.text import human_age, human_bytes, table
 from ltms.records import iso_utc
 from ltms.storage.db import Database, unreadable_rows
@@ -121,6 +121,8 @@ class Report:
 def run_doctor(
     settings: Settings, fix: bool = False, as_json: bool = False, scan_dirs: Sequence[Path] | None = None
 ) -> int:
+    if fix:
+        refuse_writes(settings, "doctor --fix")
     report = diagnose(settings, scan_dirs)
     if fix and report.problems:
         found = report.problems

@@ -15,9 +15,20 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from ltms.errors import StorageError
+from ltms.config import Settings
+from ltms.errors import ReadOnlyError, StorageError
 from ltms.fsutil import unwritable_reason
 from ltms.vector_store.faiss_store import SnapshotStore
+
+
+def refuse_writes(settings: Settings, command: str) -> None:
+    """Read-only means no command writes: refuse one that would, before it opens anything."""
+    if settings.read_only:
+        source = settings.sources.get("read_only", "LTMC_READ_ONLY")
+        raise ReadOnlyError(
+            f"`ltmc {command}` would write to the data directory {settings.paths.data_dir}, and read-only mode is on "
+            f"({source}); nothing was changed"
+        )
 
 
 def connect_readonly(path: Path) -> tuple[sqlite3.Connection, str]:

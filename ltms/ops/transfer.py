@@ -32,7 +32,7 @@ from ltms.embeddings import Embedder, make_embedder
 from ltms.errors import InvalidInput, StorageError
 from ltms.fsutil import atomic_writer
 from ltms.ops.progress import ProgressBar
-from ltms.ops.readonly import connect_readonly, table_names
+from ltms.ops.readonly import connect_readonly, refuse_writes, table_names
 from ltms.ops.text import plural
 from ltms.records import epoch_or_nan, iso_utc
 from ltms.storage.db import stored_metadata, stored_tags, unreadable_rows
@@ -181,6 +181,7 @@ class ImportItem:
 def run_import(settings: Settings, file: str, embedder: Embedder | None = None) -> int:
     from ltms.service import MemoryService
 
+    refuse_writes(settings, "import")
     source = "stdin" if file == "-" else str(Path(file).expanduser().absolute())
     items, errors = parse_file(file, settings)
     if len(errors) == 1:
