@@ -17,11 +17,20 @@ from ltms.errors import StorageError
 
 
 def ensure_directory(path: Path) -> None:
-    """Create `path` (owner-only) if missing and prove it is writable by writing a probe file there."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError("create directory", path, exc.strerror or exc) from exc
+    """Create `path` and any missing parents (each owner-only) and prove it is writable with a probe file."""
+    missing = []
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        missing.append(ancestor)
+        ancestor = ancestor.parent
+    # One by one: mkdir(parents=True) gives the parents it creates the umask's mode (0777 under umask 000).
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made meanwhile by another process, or not a directory: checked below
+        except OSError as exc:
+            raise StorageError("create directory", directory, exc.strerror or exc) from exc
     if not path.is_dir():
         raise StorageError("use directory", path, "it exists but is not a directory")
     reason = unwritable_reason(path)

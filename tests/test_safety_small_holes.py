@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
-from support import hash_settings
+from support import hash_env, hash_settings, run_python
 from test_ops_support import build_store, corrupt_snapshot, listing, ltmc, one_line_error
 
 from ltms.errors import InvalidInput
@@ -50,3 +51,17 @@ def test_read_only_mode_means_no_command_writes(tmp_path: Path, command: list[st
     assert listing(data) == before
     with sqlite3.connect(data / "ltmc.sqlite3") as conn:
         assert conn.execute("SELECT id, embedding, model FROM memories ORDER BY id").fetchall() == embeddings
+
+
+def test_directories_created_for_custom_paths_are_owner_only_under_umask_000(tmp_path: Path) -> None:
+    data, index = tmp_path / "a" / "b" / "data", tmp_path / "c" / "d" / "e" / "my_index"
+    run_python(
+        "import os\nos.umask(0)\nfrom ltms.config import Settings\nfrom ltms.service import MemoryService\n"
+        "MemoryService(Settings.load(), background_saves=False).close()\n",
+        hash_env(data, FAISS_INDEX_PATH=str(index)),
+    )
+    created = [tmp_path / "a", tmp_path / "a" / "b", data, tmp_path / "c", tmp_path / "c" / "d", index.parent]
+    modes = {str(d.relative_to(tmp_path)): oct(stat.S_IMODE(d.stat().st_mode)) for d in created}
+    assert set(modes.values()) == {"0o700"}, modes
+    files = {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for d in (data, index.parent) for f in d.iterdir()}
+    assert "my_index" in files and set(files.values()) == {"0o600"}, files
