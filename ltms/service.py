@@ -292,8 +292,7 @@ class MemoryService:
         k = validation.integer_in(k, "k", 1, validation.MAX_K)
         namespace = validation.namespace(namespace, allow_none=True)
         wanted_tags = validation.tags(tags)
-        start = validation.timestamp(since, "since")
-        end = validation.timestamp(until, "until")
+        start, end = validation.time_range(since, until)
         threshold = validation.score(min_score)
         vector = self.embedder.embed([query])[0]
         with self._lock:

@@ -6,7 +6,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from ltms.errors import InvalidInput
@@ -110,8 +110,11 @@ MIN_EPOCH = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 MAX_EPOCH = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC).timestamp()
 
 
-def timestamp(value: object, what: str) -> float | None:
-    """An ISO 8601 date or date-time (UTC when no offset is given), or epoch seconds, in the years 1 to 9999."""
+def timestamp(value: object, what: str, end_of_day: bool = False) -> float | None:
+    """An ISO 8601 date or date-time (UTC when no offset is given), or epoch seconds, in the years 1 to 9999.
+
+    A date alone means the start of that day, or with `end_of_day` (for `until`) its last microsecond, so
+    since = until = one date covers that whole day."""
     if value is None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -121,6 +124,8 @@ def timestamp(value: object, what: str) -> float | None:
             seconds = math.inf
     elif isinstance(value, datetime | str):
         moment = value if isinstance(value, datetime) else _parse_iso(value, what)
+        if end_of_day and isinstance(value, str) and _is_date_only(value):
+            moment = datetime.combine(moment.date(), time.max)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         try:
@@ -146,6 +151,23 @@ def _parse_iso(value: str, what: str) -> datetime:
         return datetime.fromisoformat(value.strip())
     except ValueError as exc:
         raise InvalidInput(f"{what} {_short(value)} is not an ISO 8601 date or date-time") from exc
+
+
+def _is_date_only(value: str) -> bool:
+    try:
+        date.fromisoformat(value.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def time_range(since: object, until: object) -> tuple[float | None, float | None]:
+    """`since` and `until` as epoch seconds; an inverted range is an error rather than a silent empty result."""
+    start = timestamp(since, "since")
+    end = timestamp(until, "until", end_of_day=True)
+    if start is not None and end is not None and start > end:
+        raise InvalidInput(f"since {_short(since)} is later than until {_short(until)}: no memory can match")
+    return start, end
 
 
 def _short(value: object) -> str:
