@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,13 +50,21 @@ class MemoryService:
         *,
         allow_model_change: bool = False,
         background_saves: bool = True,
+        read_only: bool | None = None,
     ) -> None:
+        """`read_only` (default: the read_only setting) opens an existing store without creating or writing
+        anything, so it works on read-only media: the index is built in memory when the snapshot cannot be used,
+        and nothing is saved, moved aside or cleaned up."""
         self.settings = settings
+        self.read_only = settings.read_only if read_only is None else read_only
         self.embedder = embedder if embedder is not None else make_embedder(settings.embedder)
         paths = settings.paths
-        prepare_directories(paths)
-        self.db = Database(paths.db_path)
-        self.snapshots = SnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path)
+        if self.read_only:
+            _require_existing_store(paths.data_dir, paths.db_path)
+        else:
+            prepare_directories(paths)
+        self.db = Database(paths.db_path, read_only=self.read_only)
+        self.snapshots = SnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path, self.read_only)
         self._lock = threading.RLock()  # guards the index, _applied_seq and the counters below
         self._save_lock = threading.Lock()  # one snapshot write at a time from this process
         self._unsaved_changes = 0
@@ -83,7 +94,7 @@ class MemoryService:
             raise
         self._stop = threading.Event()
         self._saver: threading.Thread | None = None
-        if background_saves:
+        if background_saves and not self.read_only:
             self._saver = threading.Thread(target=self._save_when_due, name="ltmc-snapshot", daemon=True)
             self._saver.start()
 
@@ -97,7 +108,12 @@ class MemoryService:
         """Claim the store for this model, or refuse another one. The check and the claim are one write
         transaction, so two processes opening an empty store with different models cannot both succeed."""
         current = (self.embedder.name, str(self.embedder.dimension))
-        if (self.db.get_meta("model"), self.db.get_meta("dimension")) == current:
+        stored = self.db.get_meta("model")
+        if (stored, self.db.get_meta("dimension")) == current:
+            return
+        if self.read_only:  # nothing to claim with: refuse another model, accept a store no model has claimed
+            if stored is not None and not allow_model_change:
+                raise ModelMismatch(stored, self.embedder.name, self.db.path)
             return
         with self.db.write() as conn:
             stored = Database.read_meta(conn, "model")
@@ -112,7 +128,8 @@ class MemoryService:
     def _open_index(self) -> tuple[FaissIndex, int]:
         paths = self.settings.paths
         try:  # left by saves killed mid-write: up to a snapshot's size each
-            self.snapshots.remove_stale_temp_files()
+            if not self.read_only:
+                self.snapshots.remove_stale_temp_files()
         except StorageError as exc:  # worth a loud line, not a refusal to start: no memory depends on it
             log.error("%s", exc)
         latest = self.db.max_seq()
@@ -125,7 +142,7 @@ class MemoryService:
             return self._rebuild_and_save("created")
         except SnapshotInvalid as exc:
             log.warning("index snapshot %s cannot be used: %s", paths.index_path, exc)
-            self.snapshots.move_aside(str(exc))
+            self._move_aside(str(exc))
             return self._rebuild_and_save("rebuilt")
         self.index = index
         replayed = self._replay(manifest.last_seq, latest)
@@ -137,7 +154,7 @@ class MemoryService:
                 index.ntotal,
                 count,
             )
-            self.snapshots.move_aside("vector count does not match the database")
+            self._move_aside("vector count does not match the database")
             return self._rebuild_and_save("rebuilt")
         self.index_state = "loaded"
         self.last_snapshot_at = manifest.saved_at
@@ -146,6 +163,12 @@ class MemoryService:
         )
         self._unsaved_changes = replayed
         return index, latest
+
+    def _move_aside(self, reason: str) -> None:
+        if self.read_only:
+            log.warning("read-only: the snapshot is left as it is; the index is built in memory (%s)", reason)
+            return
+        self.snapshots.move_aside(reason)
 
     def _rebuild_and_save(self, state: str) -> tuple[FaissIndex, int]:
         index, seq = self.build_index()
@@ -403,7 +426,7 @@ class MemoryService:
             self._catch_up()
 
     def _refuse_if_read_only(self) -> None:
-        if self.settings.read_only:
+        if self.read_only:
             raise ReadOnlyError(
                 "this server is read-only (LTMC_READ_ONLY): memories cannot be stored, changed or deleted"
             )
@@ -446,6 +469,8 @@ class MemoryService:
 
     def save_snapshot(self, raise_errors: bool = True, force: bool = False) -> bool:
         """Write the index snapshot if anything changed since the last one (or `force`). Returns whether it wrote."""
+        if self.read_only:
+            return False
         with self._save_lock:
             with self._lock:
                 if self._unsaved_changes == 0 and not force:
@@ -510,3 +535,20 @@ class MemoryService:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _require_existing_store(data_dir: Path, db_path: Path) -> None:
+    """A read-only open never creates a store: a missing one is an error naming what is missing."""
+    never = "(a read-only open never creates one)"
+    for path, kind in ((data_dir, stat.S_ISDIR), (db_path, stat.S_ISREG)):
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            missing = "it does not exist" if path == data_dir else f"there is no {db_path.name}"
+            raise StorageError("open the memory store in", data_dir, f"{missing} {never}") from None
+        except OSError as exc:
+            raise StorageError("open the memory store in", path, exc.strerror or exc) from exc
+        if not kind(mode):
+            raise StorageError(
+                "open the memory store in", path, f"it is not a {'directory' if path == data_dir else 'file'}"
+            )

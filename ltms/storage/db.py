@@ -26,6 +26,7 @@ import numpy as np
 
 from ltms import validation
 from ltms.errors import InvalidInput, StorageError
+from ltms.fsutil import unwritable_reason
 from ltms.records import Memory, epoch_or_nan
 
 SCHEMA_VERSION = 1
@@ -92,11 +93,24 @@ ORDER BY id
 
 
 class Database:
-    """One connection, shared by the threads of one process under a lock."""
+    """One connection, shared by the threads of one process under a lock.
 
-    def __init__(self, path: Path) -> None:
+    `read_only`: the file must exist already; it is opened with `connect_readonly` (never created, migrated or
+    written; on read-only media it works too), and every write transaction fails."""
+
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self._lock = threading.RLock()
+        if read_only:
+            self._conn, self.how = connect_readonly(path)
+            self._identity = self._file_identity()
+            tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"meta", "memories", "changes"} <= tables:
+                self._conn.close()
+                raise StorageError("open", path, "it holds no LTMC memory store (its tables are missing)")
+            return
+        self.how = "read-write"
         try:
             # Owner-only from the start; SQLite gives the -wal and -shm files the database file's mode.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -452,13 +466,13 @@ class Database:
         """What SQLite's integrity check finds wrong ([] when healthy), on a connection of its own so it can run
         while this one is in use. A database too damaged to check reports why."""
         try:
-            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn, _how = connect_readonly(self.path)
             try:
                 found = [str(row[0]) for row in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
             finally:
                 conn.close()
-        except sqlite3.Error as exc:
-            return [str(exc)]
+        except (sqlite3.Error, StorageError) as exc:
+            return [str(exc.reason if isinstance(exc, StorageError) else exc)]
         if found == ["ok"]:
             return []
         # One row may hold several lines: keep the error message one line.
@@ -469,6 +483,33 @@ class Database:
 
     def journal_mode(self) -> str:
         return str(self._query("PRAGMA journal_mode")[0][0])
+
+
+def connect_readonly(path: Path) -> tuple[sqlite3.Connection, str]:
+    """A read-only connection to the database at `path` and how it was opened ("read-only" or "immutable")."""
+    uri = path.absolute().as_uri()
+    try:
+        return _connect(uri + "?mode=ro"), "read-only"
+    except sqlite3.OperationalError as first:
+        if os.access(path.parent, os.W_OK | os.X_OK) and unwritable_reason(path.parent) is None:
+            raise StorageError("open the database read-only", path, first) from first
+        try:
+            return _connect(uri + "?mode=ro&immutable=1"), "immutable (its directory is not writable)"
+        except sqlite3.Error as exc:
+            raise StorageError("open the database read-only", path, exc) from exc
+    except sqlite3.Error as exc:
+        raise StorageError("open the database read-only", path, exc) from exc
+
+
+def _connect(uri: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the file is really opened here
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def unreadable_rows(conn: sqlite3.Connection) -> list[tuple[int, str]]:

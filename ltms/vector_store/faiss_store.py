@@ -124,10 +124,11 @@ class Manifest:
 class SnapshotStore:
     """Saves and loads index snapshots at one path, guarded by a file lock shared across processes."""
 
-    def __init__(self, index_path: Path, manifest_path: Path, lock_path: Path) -> None:
+    def __init__(self, index_path: Path, manifest_path: Path, lock_path: Path, read_only: bool = False) -> None:
         self.index_path = index_path
         self.manifest_path = manifest_path
         self.lock_path = lock_path
+        self.read_only = read_only  # never creates the lock file, never takes the write lock (read-only media)
         # The names atomic_writer gives its temp files (mkstemp: 8 random characters) for the two snapshot files.
         names = "|".join(re.escape(p.name) for p in (index_path, manifest_path))
         self._temp_name = re.compile(rf"\.(?:{names})\.[A-Za-z0-9_]{{8}}\.tmp")
@@ -272,6 +273,10 @@ class SnapshotStore:
 
     @contextlib.contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
+        if self.read_only:
+            with self._shared_if_present(exclusive):
+                yield
+            return
         try:
             handle = os.fdopen(os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
         except OSError as exc:
@@ -282,6 +287,23 @@ class SnapshotStore:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _shared_if_present(self, exclusive: bool) -> Iterator[None]:
+        if exclusive:
+            raise StorageError("take the write lock", self.lock_path, "this is a read-only view of the snapshot")
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            yield  # nobody has ever saved a snapshot here through this lock
+            return
+        except OSError as exc:
+            raise StorageError("open lock file", self.lock_path, exc.strerror or exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
 
 def _file_digest(path: Path) -> tuple[int, str]:
