@@ -25,8 +25,8 @@ import numpy as np
 
 from ltms import validation
 from ltms.config import Settings
-from ltms.embeddings import Embedder, make_embedder
-from ltms.errors import InvalidInput, ModelMismatch, NotFound, ReadOnlyError, StorageError
+from ltms.embeddings import EMBEDDER_CHOICES, Embedder, make_embedder
+from ltms.errors import InvalidInput, LTMCError, ModelMismatch, NotFound, ReadOnlyError, StorageError
 from ltms.records import Memory, Page, SearchHit, StoreResult, iso_utc
 from ltms.storage.db import Database, blobs_to_matrix
 from ltms.vector_store.faiss_config import prepare_directories
@@ -113,7 +113,7 @@ class MemoryService:
             return
         if self.read_only:  # nothing to claim with: refuse another model, accept a store no model has claimed
             if stored is not None and not allow_model_change:
-                raise ModelMismatch(stored, self.embedder.name, self.db.path)
+                raise ModelMismatch(stored, self.embedder.name, self.db.path, embedder_setting_for(stored))
             return
         with self.db.write() as conn:
             stored = Database.read_meta(conn, "model")
@@ -121,7 +121,7 @@ class MemoryService:
                 return
             # Even an empty store keeps its model: another process may have claimed it a moment ago.
             if stored is not None and not allow_model_change:
-                raise ModelMismatch(stored, self.embedder.name, self.db.path)
+                raise ModelMismatch(stored, self.embedder.name, self.db.path, embedder_setting_for(stored))
             Database.set_meta(conn, "model", self.embedder.name)
             Database.set_meta(conn, "dimension", str(self.embedder.dimension))
 
@@ -552,3 +552,14 @@ def _require_existing_store(data_dir: Path, db_path: Path) -> None:
             raise StorageError(
                 "open the memory store in", path, f"it is not a {'directory' if path == data_dir else 'file'}"
             )
+
+
+def embedder_setting_for(model: str) -> str | None:
+    """The LTMC_EMBEDDER value whose embedder is `model`, if any (building one only locates its files)."""
+    for choice in EMBEDDER_CHOICES:
+        try:
+            if make_embedder(choice).name == model:
+                return choice
+        except LTMCError:
+            continue
+    return None

@@ -532,7 +532,7 @@ def _check_database(
                 "model_mismatch",
                 f"the memories were embedded with {stored[0]} ({stored[1]}-d) but the configured model "
                 f"is {configured[0]} ({configured[1]}-d): the server refuses to start",
-                f"configure {stored[0]} again (LTMC_EMBEDDER), or re-embed every memory: ltmc reindex --reembed",
+                _model_remedy(stored[0]),
                 False,
                 str(db.path),
             )
@@ -565,6 +565,14 @@ def _check_database(
         "unreadable": [{"id": memory_id, "reason": why} for memory_id, why in unreadable[:100]],
     }
     return Check("database", PROBLEM if problems else status, ", ".join(notes), data), problems
+
+
+def _model_remedy(stored: str) -> str:
+    from ltms.service import embedder_setting_for
+
+    setting = embedder_setting_for(stored)
+    back = f"configure it again (LTMC_EMBEDDER={setting})" if setting else f"no LTMC_EMBEDDER value gives {stored}"
+    return f"{back}, or re-embed every memory: ltmc reindex --reembed"
 
 
 def _journal_mode(path: Path) -> str:
