@@ -67,6 +67,8 @@ class MemoryService:
         self.snapshots = SnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path, self.read_only)
         self._lock = threading.RLock()  # guards the index, _applied_seq and the counters below
         self._save_lock = threading.Lock()  # one snapshot write at a time from this process
+        self._saved = threading.Condition(self._lock)  # notified when a save ends
+        self._saving = False
         self._unsaved_changes = 0
         self._last_change = time.monotonic()
         self.last_snapshot_error: str | None = None
@@ -468,7 +470,10 @@ class MemoryService:
     # -- snapshots ------------------------------------------------------------------------------------------
 
     def save_snapshot(self, raise_errors: bool = True, force: bool = False) -> bool:
-        """Write the index snapshot if anything changed since the last one (or `force`). Returns whether it wrote."""
+        """Write the index snapshot if anything changed since the last one (or `force`). Returns whether it wrote.
+
+        The changes a save covers leave the unsaved count when the save starts (and come back if it fails), so
+        nobody sees a manifest on disk that holds changes the count still calls unsaved."""
         if self.read_only:
             return False
         with self._save_lock:
@@ -479,13 +484,19 @@ class MemoryService:
                 # every store and search waited for it.
                 copy = self.index.clone()
                 count, seq, pending = self.index.ntotal, self._applied_seq, self._unsaved_changes
-            data = copy.serialize()
-            del copy
+                self._unsaved_changes -= pending
+                self._saving = True
             try:
+                data = copy.serialize()
+                del copy
                 manifest = self.snapshots.save(
                     data, count, self.embedder.dimension, self.model, seq, self.db.database_id
                 )
-            except StorageError as exc:
+            except BaseException as exc:
+                with self._lock:
+                    self._unsaved_changes += pending
+                if not isinstance(exc, StorageError):
+                    raise
                 self.last_snapshot_error = str(exc)
                 log.error(
                     "index snapshot not saved: %s (memories are safe in %s; the index will be rebuilt from it)",
@@ -495,8 +506,10 @@ class MemoryService:
                 if raise_errors:
                     raise
                 return False
-            with self._lock:
-                self._unsaved_changes -= pending
+            finally:
+                with self._saved:
+                    self._saving = False
+                    self._saved.notify_all()
             self.last_snapshot_error = None
             if manifest is not None:
                 self.last_snapshot_at = manifest.saved_at
@@ -504,6 +517,12 @@ class MemoryService:
                     "saved index snapshot %s: %d vectors up to change %d", self.settings.paths.index_path, count, seq
                 )
             return manifest is not None
+
+    def wait_until_saved(self, timeout: float) -> bool:
+        """Wait until every change applied so far is in a snapshot on disk and no save is under way (True), or
+        until `timeout` seconds pass (False). For shutdown paths and tests: an event to wait on, not a sleep."""
+        with self._saved:
+            return self._saved.wait_for(lambda: self._unsaved_changes == 0 and not self._saving, timeout)
 
     def _save_when_due(self) -> None:
         """Background thread: save after `snapshot_every` changes, or once changes have been quiet a while."""
