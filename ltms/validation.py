@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, Literal, overload
 
 from ltms.errors import InvalidInput
 
@@ -37,7 +37,12 @@ def text(value: object, what: str, max_bytes: int) -> str:
     return value
 
 
+@overload
+def namespace(value: object, allow_none: Literal[False] = False) -> str: ...
+@overload
+def namespace(value: object, allow_none: bool) -> str | None: ...
 def namespace(value: object, allow_none: bool = False) -> str | None:
+    """A namespace; None means the default one, or with `allow_none` (a filter) no namespace at all."""
     if value is None:
         if allow_none:
             return None
