@@ -350,13 +350,9 @@ class MemoryService:
         """Memories newest first, `limit` at a time; `since`/`until` bound the creation time as in retrieve."""
         limit = validation.integer_in(limit, "limit", 1, validation.MAX_PAGE)
         offset = validation.integer_in(offset, "offset", 0, 2**62)
+        start, end = validation.time_range(since, until)
         items, total = self.db.page(
-            validation.namespace(namespace, allow_none=True),
-            validation.tags(tags),
-            limit,
-            offset,
-            validation.timestamp(since, "since"),
-            validation.timestamp(until, "until"),
+            validation.namespace(namespace, allow_none=True), validation.tags(tags), limit, offset, start, end
         )
         next_offset = offset + len(items) if offset + len(items) < total else None
         return Page(items=items, total=total, offset=offset, next_offset=next_offset)

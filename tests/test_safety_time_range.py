@@ -45,6 +45,10 @@ async def test_a_date_only_until_covers_the_whole_day(tmp_path: Path) -> None:
         with pytest.raises(InvalidInput) as info:
             service.retrieve("a memory stored", since="2026-12-02", until="2026-12-01")
         assert "since '2026-12-02' is later than until '2026-12-01'" in str(info.value)
+        # list_memories (and the web page) filter the same way.
+        assert service.list(since="2026-12-01", until="2026-12-01").total == 3
+        with pytest.raises(InvalidInput, match="is later than until"):
+            service.list(since="2026-12-02", until="2026-12-01")
 
         async with Client(build_server(service, service.settings)) as client:
             result = await client.call_tool(

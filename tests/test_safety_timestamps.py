@@ -76,8 +76,8 @@ async def test_every_read_path_works_on_rows_with_unreadable_values(tmp_path: Pa
             assert not listed.is_error, listed.content
             items = {item["id"]: item for item in listed.structured_content["items"]}
             assert len(items) == len(MEMORIES)
-            assert items[1]["created_at"] == "invalid (inf)" and items[2]["created_at"] == "invalid (1e+20)"
-            assert items[3]["updated_at"] == "invalid (nan)" and items[4]["tags"] == []
+            assert items[1]["created_at"] == "invalid time inf" and items[2]["created_at"] == "invalid time 1e+20"
+            assert items[3]["updated_at"] == "invalid time nan" and items[4]["tags"] == []
             for memory_id, (text, *_rest) in enumerate(MEMORIES[:4], 1):
                 got = await client.call_tool("get_memory", {"id": memory_id})
                 assert not got.is_error and got.structured_content["text"] == text, got.content
