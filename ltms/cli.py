@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-insecure", action="store_true", default=None, help=_setting_help("allow_insecure"))
 
     doctor = commands.add_parser("doctor", parents=[common], help="check the configuration, database and index")
-    doctor.add_argument("--fix", action="store_true", help="repair what was found (never deletes a memory or a file)")
+    doctor.add_argument("--fix", action="store_true", help="repair what was found (never deletes a memory)")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
     reindex = commands.add_parser("reindex", parents=[common], help="rebuild the index from the database")
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", parents=[common], help="write every memory to a JSON Lines file")
     export.add_argument("file", help="output file ('-' for stdout)")
     export.add_argument("--with-embeddings", action="store_true", help="include each memory's embedding")
+    export.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     import_ = commands.add_parser("import", parents=[common], help="read memories from a JSON Lines file")
     import_.add_argument("file", help="input file ('-' for stdin)")
@@ -156,7 +157,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "export":
         from ltms.ops.transfer import run_export
 
-        return run_export(settings, args.file, with_embeddings=args.with_embeddings)
+        return run_export(settings, args.file, with_embeddings=args.with_embeddings, force=args.force)
     if args.command == "import":
         from ltms.ops.transfer import run_import
 

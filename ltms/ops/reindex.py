@@ -16,6 +16,7 @@ import time
 from ltms.config import Settings
 from ltms.embeddings import Embedder, make_embedder
 from ltms.ops.progress import ProgressBar
+from ltms.ops.readonly import refuse_writes
 from ltms.ops.text import human_bytes, plural
 from ltms.storage.db import Database
 from ltms.vector_store.faiss_config import prepare_directories
@@ -28,6 +29,7 @@ REEMBED_BATCH = 64
 def run_reindex(settings: Settings, reembed: bool = False, embedder: Embedder | None = None) -> int:
     from ltms.service import MemoryService
 
+    refuse_writes(settings, "reindex --reembed" if reembed else "reindex")
     embedder = embedder if embedder is not None else make_embedder(settings.embedder)
     if reembed:
         count = reembed_all(settings, embedder)

@@ -1,6 +1,7 @@
 """`ltmc stats [--json] [--all]`: memories per namespace, index size, snapshot age, model.
 
-It opens the memory service (like a server start: a missing or unusable snapshot is rebuilt from the database).
+It opens the memory service read-only: it never creates a store (a missing one is an error naming the path) and
+never writes, so it works on read-only media; a missing or unusable snapshot is rebuilt in memory, not saved.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ NAMESPACE_LIMIT = 50
 def run_stats(settings: Settings, as_json: bool = False, everything: bool = False) -> int:
     from ltms.service import MemoryService
 
-    with MemoryService(settings, background_saves=False) as service:
+    with MemoryService(settings, background_saves=False, read_only=True) as service:  # stats never writes
         stats = limit_namespaces(service.stats(), None if everything else NAMESPACE_LIMIT)
     print(json.dumps(stats, indent=2) if as_json else render(stats))
     return 0
