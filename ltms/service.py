@@ -27,7 +27,7 @@ from ltms.retrieval.chunking import Chunker
 from ltms.retrieval.fusion import fuse, normalised
 from ltms.retrieval.keywords import query_terms
 from ltms.storage import Storage, open_storage
-from ltms.storage.base import Chunk, Filter, MemoryChange, NewMemory, VectorHit
+from ltms.storage.base import Chunk, DuplicateMemory, Filter, MemoryChange, NewMemory, VectorHit
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,13 @@ class MemoryService:
         *,
         allow_model_change: bool = False,
         background_saves: bool = True,
+        read_only: bool | None = None,
         progress: Progress | None = None,
     ) -> None:
+        """`read_only` (default: the read_only setting) opens an existing store without creating or writing
+        anything, so it works on read-only media."""
         self.settings = settings
+        self.read_only = settings.read_only if read_only is None else read_only
         self.embedder = embedder if embedder is not None else make_embedder(settings.embedder)
         self.chunker = Chunker(self.embedder)
         self.storage: Storage = open_storage(
@@ -60,6 +64,7 @@ class MemoryService:
             self.chunker,
             allow_model_change=allow_model_change,
             background_saves=background_saves,
+            read_only=self.read_only,
             progress=progress,
         )
 
@@ -89,6 +94,13 @@ class MemoryService:
         `timestamps` gives each item's (created_at, updated_at) in epoch seconds (import keeps them); None = now.
         """
         self._refuse_if_read_only()
+        if timestamps is not None:
+            if len(timestamps) != len(items):
+                raise InvalidInput(f"{len(timestamps)} timestamp pairs for {len(items)} memories")
+            timestamps = [
+                (validation.timestamp(created, "created_at"), validation.timestamp(updated, "updated_at"))
+                for created, updated in timestamps
+            ]
         prepared = []
         for text, tags, metadata, namespace in items:
             clean_text = validation.text(text, "text", self.settings.max_text_bytes)
@@ -117,19 +129,22 @@ class MemoryService:
                 if chunks is None:  # deleted by another process since we looked
                     chunks = self.chunker.chunks([text])[0]
                 created, updated = timestamps[position] if timestamps else (None, None)
-                created = created or now
+                created = now if created is None else created  # 0.0 is 1970, not "now"
                 memory = NewMemory(
                     text=text,
                     namespace=namespace,
                     tags=tags,
                     metadata=metadata,
                     created_at=created,
-                    updated_at=updated or created,
+                    updated_at=created if updated is None else updated,
                     content_hash=digest,
                     model=self.model,
                     chunks=chunks,
                 )
-                results.append(StoreResult(tx.insert(memory), created=True))
+                try:
+                    results.append(StoreResult(tx.insert(memory), created=True))
+                except DuplicateMemory as exc:  # another writer stored it after find_by_hash (PostgreSQL)
+                    results.append(StoreResult(exc.existing_id, created=False))
         return results
 
     def update(
@@ -188,7 +203,7 @@ class MemoryService:
                 raise NotFound(f"no memory with id {memory_id}")
 
     def _refuse_if_read_only(self) -> None:
-        if self.settings.read_only:
+        if self.read_only:
             raise ReadOnlyError(
                 "this server is read-only (LTMC_READ_ONLY): memories cannot be stored, changed or deleted"
             )
@@ -214,11 +229,12 @@ class MemoryService:
         query = validation.text(query, "query", validation.MAX_QUERY_BYTES)
         k = validation.integer_in(k, "k", 1, validation.MAX_K)
         mode = self._mode(mode)
+        start, end = validation.time_range(since, until)
         where = Filter(
             namespace=validation.namespace(namespace, allow_none=True),
             tags=tuple(validation.tags(tags)),
-            since=validation.timestamp(since, "since"),
-            until=validation.timestamp(until, "until"),
+            since=start,
+            until=end,
         )
         threshold = validation.score(min_score)
         vector = self.embedder.embed_query(query)
@@ -275,12 +291,24 @@ class MemoryService:
         return memory
 
     def list(
-        self, namespace: str | None = None, tags: Sequence[str] | None = None, limit: int = 20, offset: int = 0
+        self,
+        namespace: str | None = None,
+        tags: Sequence[str] | None = None,
+        limit: int = 20,
+        offset: int = 0,
+        since: Any = None,
+        until: Any = None,
     ) -> Page:
-        """Memories newest first, `limit` at a time."""
+        """Memories newest first, `limit` at a time; `since`/`until` bound the creation time as in retrieve."""
         limit = validation.integer_in(limit, "limit", 1, validation.MAX_PAGE)
         offset = validation.integer_in(offset, "offset", 0, 2**62)
-        where = Filter(namespace=validation.namespace(namespace, allow_none=True), tags=tuple(validation.tags(tags)))
+        start, end = validation.time_range(since, until)
+        where = Filter(
+            namespace=validation.namespace(namespace, allow_none=True),
+            tags=tuple(validation.tags(tags)),
+            since=start,
+            until=end,
+        )
         items, total = self.storage.page(where, limit, offset)
         next_offset = offset + len(items) if offset + len(items) < total else None
         return Page(items=items, total=total, offset=offset, next_offset=next_offset)
@@ -315,6 +343,11 @@ class MemoryService:
     def save_snapshot(self, raise_errors: bool = True, force: bool = False) -> bool:
         save = getattr(self.storage, "save_snapshot", None)
         return bool(save(raise_errors=raise_errors, force=force)) if save else False
+
+    def wait_until_saved(self, timeout: float) -> bool:
+        """Every change applied so far is in a snapshot on disk (True), or `timeout` passed (False)."""
+        wait = getattr(self.storage, "wait_until_saved", None)
+        return bool(wait(timeout)) if wait else True
 
     # -- lifetime -------------------------------------------------------------------------------------------------
 

@@ -25,3 +25,4 @@ if [ "${1:-}" = "--dev" ] && [ -f "$root/tests/inspector/package.json" ]; then
     echo "ltmc setup: installing the MCP Inspector CLI (npm) for the interoperability tests" >&2
     (cd "$root/tests/inspector" && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
+if [ "${1:-}" = "--dev" ]; then "$root/scripts/install-browser.sh"; fi  # Chromium for the web page tests

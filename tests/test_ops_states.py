@@ -27,7 +27,8 @@ COMMANDS = {
 FAILS = {
     ("corrupt", "doctor"),
     ("stray", "doctor"),
-    *(("read-only", c) for c in ("doctor", "doctor-fix", "reindex", "import", "stats")),
+    *(("read-only", c) for c in ("doctor", "doctor-fix", "reindex", "import")),
+    ("fresh", "stats"),  # a read-only command never creates a store: the missing one is an error
 }
 STATES = ["healthy", "fresh", "empty", "corrupt", "stray", "read-only"]
 IMPORTED = [{"text": "imported one", "namespace": "imports"}, {"text": "imported two", "tags": ["t"]}]
@@ -97,12 +98,12 @@ def test_command_on_store(state: str, command: str, tmp_path: Path) -> None:
         assert len((tmp_path / "out.jsonl").read_text().splitlines()) == stored
     if command == "import":
         assert count(data) == stored + len(IMPORTED)
-    if command in ("doctor", "export") and state == "fresh":
+    if command in ("doctor", "export", "stats") and state == "fresh":
         assert not data.exists(), f"{command} created the data directory"
     if state == "stray":  # only doctor --fix touches it, and then only to rename it
         assert (cwd / "faiss_index").exists() == (command != "doctor-fix")
         if command == "doctor-fix":
             assert [p.read_bytes() for p in cwd.glob("faiss_index.stray-*")] == [b"stray"]
-    if state == "corrupt" and command in ("doctor-fix", "reindex", "import", "stats"):
+    if state == "corrupt" and command in ("doctor-fix", "reindex", "import"):  # stats never writes
         assert len(list(data.glob("faiss_index.bad-*"))) == 1  # moved aside, then rebuilt
         assert ltmc("doctor", data_dir=data, cwd=cwd).returncode == 0

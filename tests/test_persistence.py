@@ -112,10 +112,8 @@ def test_background_saver_writes_after_n_changes(tmp_path: Path) -> None:
     with MemoryService(settings) as service:
         for i in range(10):
             service.store(f"memory {i}")
-        deadline = time.monotonic() + 10
-        while json.loads((data / "faiss_index.manifest.json").read_text())["count"] < 10:
-            assert time.monotonic() < deadline, "the saver never wrote the snapshot"
-            time.sleep(0.1)
+        assert service.wait_until_saved(timeout=60), "the saver never wrote the snapshot"
+        assert json.loads((data / "faiss_index.manifest.json").read_text())["count"] == 10
         assert service.stats()["index"]["unsaved_changes"] == 0
 
 

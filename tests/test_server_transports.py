@@ -335,6 +335,9 @@ def test_a_taken_port_fails_fast_with_a_clear_message(data_dir: Path) -> None:
 
 
 def test_http_settings_come_from_the_environment(start_server: StartServer, data_dir: Path) -> None:
+    creator = start_server("stdio", env=child_env(data_dir))  # a store to open: read-only never creates one
+    creator.close_stdin()
+    assert creator.wait() == 0
     port = free_port()
     server = start_server(
         "http",

@@ -17,10 +17,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ltms.errors import LTMCError
 from ltms.records import Memory
 
 # A single memory is split into at most this many chunks (the embedded index derives chunk keys from it).
 MAX_CHUNKS_PER_MEMORY = 1 << 16
+
+
+class DuplicateMemory(LTMCError):
+    """`Transaction.insert` found the text already stored in its namespace, committed by another writer after the
+    caller's find_by_hash. Nothing was written; the transaction stays usable; `existing_id` is the stored one."""
+
+    def __init__(self, existing_id: int) -> None:
+        super().__init__(f"memory {existing_id} already has this text in this namespace")
+        self.existing_id = existing_id
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,8 @@ class Transaction(Protocol):
 
     def insert(self, memory: NewMemory) -> int:
         """Insert a memory with its chunks and keyword entry; returns its new id. Dedup is the caller's job
-        (find_by_hash first, inside the same transaction)."""
+        (find_by_hash first, inside the same transaction); raises DuplicateMemory when another writer committed
+        the same text in the same namespace after that (PostgreSQL's writers are not serialised)."""
         ...
 
     def update(self, memory_id: int, change: MemoryChange) -> None: ...

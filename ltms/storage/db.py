@@ -30,10 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ltms.errors import ModelMismatch, StorageError
-from ltms.records import Memory
+from ltms import validation
+from ltms.embeddings import embedder_setting_for
+from ltms.errors import InvalidInput, ModelMismatch, StorageError
+from ltms.fsutil import unwritable_reason
+from ltms.records import Memory, epoch_or_nan
 from ltms.retrieval.keywords import fts5_match
-from ltms.storage.base import Chunk, Filter, KeywordHit, MemoryChange, NewMemory, StoredMemory
+from ltms.storage.base import Chunk, DuplicateMemory, Filter, KeywordHit, MemoryChange, NewMemory, StoredMemory
 from ltms.storage.migrations import Migration, Progress, latest, pending
 
 if TYPE_CHECKING:  # the service hands its chunker to the migrations that must embed
@@ -45,6 +48,21 @@ CHUNK_BITS = 16
 
 
 _COLUMNS = "id, text, namespace, tags, metadata, created_at, updated_at, content_hash"
+_ALL_COLUMNS = "id, namespace, text, tags, metadata, created_at, updated_at, content_hash, model"
+
+# Rows no read path can show as they are: a time outside the years 1-9999 (inf, 1e20, text), text that is not
+# text, tags that are not a JSON list of strings, metadata that is not a JSON object. CASE keeps the JSON
+# functions away from malformed JSON (they raise on it).
+_UNREADABLE = """
+SELECT id, text, tags, metadata, created_at, updated_at FROM memories WHERE
+    typeof(created_at) NOT IN ('real', 'integer') OR created_at NOT BETWEEN ?1 AND ?2
+    OR typeof(updated_at) NOT IN ('real', 'integer') OR updated_at NOT BETWEEN ?1 AND ?2
+    OR typeof(text) != 'text'
+    OR CASE WHEN json_valid(tags) THEN json_type(tags) != 'array'
+        OR EXISTS (SELECT 1 FROM json_each(memories.tags) WHERE type != 'text') ELSE 1 END
+    OR CASE WHEN json_valid(metadata) THEN json_type(metadata) != 'object' ELSE 1 END
+ORDER BY id
+"""
 _MEMORY_COLUMNS = "m.id, m.text, m.namespace, m.tags, m.metadata, m.created_at, m.updated_at, m.content_hash"
 
 
@@ -97,6 +115,13 @@ CREATE TABLE chunks (
 ) WITHOUT ROWID;
 CREATE VIRTUAL TABLE memory_fts USING fts5(
     text, content = 'memories', content_rowid = 'id', tokenize = 'porter unicode61 remove_diacritics 2'
+);
+-- Rows `ltmc doctor --fix` found unreadable, moved here whole (never deleted). No types or constraints: the
+-- values are kept exactly as they were stored, whatever they are.
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, namespace, text, tags, metadata, created_at, updated_at, content_hash, model,
+    reason         TEXT NOT NULL,
+    quarantined_at REAL NOT NULL
 );
 CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
     INSERT INTO memory_fts(rowid, text) VALUES (new.id, new.text);
@@ -192,11 +217,40 @@ def _statements(script: str) -> list[str]:
 
 
 class Database:
-    """One connection, shared by the threads of one process under a lock."""
+    """One connection, shared by the threads of one process under a lock.
 
-    def __init__(self, path: Path, chunker: Chunker | None = None, progress: Progress | None = None) -> None:
+    `read_only`: the file must exist already; it is opened with `connect_readonly` (never created, migrated or
+    written; on read-only media it works too), and every write transaction fails."""
+
+    def __init__(
+        self,
+        path: Path,
+        chunker: Chunker | None = None,
+        progress: Progress | None = None,
+        read_only: bool = False,
+    ) -> None:
         self.path = path
+        self.read_only = read_only
+        self.applied_migrations: tuple[int, ...] = ()  # the steps this open applied
         self._lock = threading.RLock()
+        if read_only:
+            self._conn, self.how = connect_readonly(path)
+            self._identity = self._file_identity()
+            try:
+                found = self.schema_version()
+                pending(MIGRATIONS, found, path)  # a newer database is refused here too
+                if found < SCHEMA_VERSION:
+                    raise StorageError(
+                        "open",
+                        path,
+                        f"its schema version {found} needs an upgrade to {SCHEMA_VERSION}, which a read-only open "
+                        "cannot do: start LTMC once without read-only mode",
+                    )
+            except BaseException:
+                self._conn.close()
+                raise
+            return
+        self.how = "read-write"
         try:
             # Owner-only from the start; SQLite gives the -wal and -shm files the database file's mode.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -243,19 +297,22 @@ class Database:
         return int(row[0]) if row else 0
 
     def _upgrade(self, chunker: Chunker | None, progress: Progress | None) -> None:
-        """Apply every migration newer than the database, each in its own transaction with its new number."""
+        """Apply every migration newer than the database, all in one write transaction with the new number, so
+        a crash leaves the old schema or the new one, and two processes opening at once cannot split the steps."""
         with self._lock:
-            steps = pending(MIGRATIONS, self.schema_version(), self.path)
-        for step in steps:
-            with self.write() as conn:
-                # Another process may have applied it while we waited for the write lock.
-                if self.schema_version() >= step.version:
-                    continue
+            if not pending(MIGRATIONS, self.schema_version(), self.path):
+                return
+        applied = []
+        with self.write() as conn:
+            # Another process may have applied them while we waited for the write lock: look again.
+            for step in pending(MIGRATIONS, self.schema_version(), self.path):
                 step.apply(MigrationContext(conn, self.path, chunker), progress)
                 Database.set_meta(conn, "schema_version", str(step.version))
-                # Which database an index snapshot was built from: a snapshot copied in from another data
-                # directory can match this one in count, model and change number, and only this tells them apart.
-                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,))
+                applied.append(step.version)
+            # Which database an index snapshot was built from: a snapshot copied in from another data directory
+            # can match this one in count, model and change number, and only this tells them apart.
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,))
+        self.applied_migrations = tuple(applied)
 
     # -- transactions -------------------------------------------------------------------------------------------
 
@@ -343,16 +400,56 @@ class Database:
             (key, value),
         )
 
+    @staticmethod
+    def quarantine(conn: sqlite3.Connection, rows: Sequence[tuple[int, str]], at: float) -> list[int]:
+        """Move each (id, reason) row whole into the quarantine table, out of every read path. Returns the ids
+        moved; the change log records a delete, so every process drops them from its index."""
+        moved = []
+        tx = SqliteTransaction(conn)
+        for memory_id, reason in rows:
+            copied = conn.execute(
+                f"INSERT INTO quarantine({_ALL_COLUMNS}, reason, quarantined_at)"
+                f" SELECT {_ALL_COLUMNS}, ?, ? FROM memories WHERE id = ?",
+                (reason, at, memory_id),
+            ).rowcount
+            if copied and tx.delete(memory_id):
+                moved.append(memory_id)
+        return moved
+
+    def integrity_problems(self, limit: int = 3) -> list[str]:
+        """What SQLite's integrity check finds wrong ([] when healthy), on a connection of its own so it can run
+        while this one is in use. A database too damaged to check reports why."""
+        try:
+            conn, _how = connect_readonly(self.path)
+            try:
+                found = [str(row[0]) for row in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+            finally:
+                conn.close()
+        except (sqlite3.Error, StorageError) as exc:
+            return [str(exc.reason if isinstance(exc, StorageError) else exc)]
+        if found == ["ok"]:
+            return []
+        # One row may hold several lines: keep the error message one line.
+        return [" / ".join(line.strip() for line in row.splitlines() if line.strip())[:200] for row in found]
+
     def claim_model(self, model: str, dimension: int, allow_change: bool = False) -> None:
         """Record the model on first use, inside a write transaction, so two processes with different models
-        cannot both claim an empty store; a different model is refused unless `allow_change` (reindex)."""
+        cannot both claim an empty store (even an empty store keeps its model: another process may have claimed it
+        a moment ago); a different model is refused unless `allow_change` (reindex --reembed). A read-only open
+        claims nothing: it refuses another model and accepts a store no model has claimed yet."""
+        current = (model, str(dimension))
+        if self.read_only:
+            stored = self.get_meta("model")
+            if stored is not None and (stored, self.get_meta("dimension")) != current and not allow_change:
+                raise ModelMismatch(stored, model, self.path, embedder_setting_for(stored))
+            return
         with self.write() as conn:
             rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('model', 'dimension')").fetchall())
             stored = rows.get("model")
-            if (stored, rows.get("dimension")) == (model, str(dimension)):
+            if (stored, rows.get("dimension")) == current:
                 return
             if stored is not None and not allow_change:
-                raise ModelMismatch(stored, model, self.path)
+                raise ModelMismatch(stored, model, self.path, embedder_setting_for(stored))
             Database.set_meta(conn, "model", model)
             Database.set_meta(conn, "dimension", str(dimension))
 
@@ -533,20 +630,27 @@ class SqliteTransaction:
         return _memory(row) if row else None
 
     def insert(self, memory: NewMemory) -> int:
-        cursor = self.conn.execute(
-            "INSERT INTO memories(namespace, text, tags, metadata, created_at, updated_at, content_hash, model)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                memory.namespace,
-                memory.text,
-                json.dumps(list(memory.tags)),
-                json.dumps(memory.metadata),
-                memory.created_at,
-                memory.updated_at,
-                memory.content_hash,
-                memory.model,
-            ),
+        row = (
+            memory.namespace,
+            memory.text,
+            json.dumps(list(memory.tags)),
+            json.dumps(memory.metadata),
+            memory.created_at,
+            memory.updated_at,
+            memory.content_hash,
+            memory.model,
         )
+        try:
+            cursor = self.conn.execute(
+                "INSERT INTO memories(namespace, text, tags, metadata, created_at, updated_at, content_hash, model)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        except sqlite3.IntegrityError:  # the statement is undone, the transaction stays usable
+            existing = self.find_by_hash(memory.namespace, memory.content_hash)
+            if existing is None:
+                raise
+            raise DuplicateMemory(existing) from None
         memory_id = int(cursor.lastrowid or 0)
         self._set_tags(memory_id, memory.tags)
         _insert_chunks(self.conn, memory_id, memory.chunks)
@@ -591,6 +695,80 @@ class SqliteTransaction:
 
     def _log(self, memory_id: int, op: str, at: float) -> None:
         self.conn.execute("INSERT INTO changes(memory_id, op, at) VALUES (?, ?, ?)", (memory_id, op, at))
+
+
+def connect_readonly(path: Path) -> tuple[sqlite3.Connection, str]:
+    """A read-only connection to the database at `path` and how it was opened ("read-only" or "immutable")."""
+    uri = path.absolute().as_uri()
+    try:
+        return _connect(uri + "?mode=ro"), "read-only"
+    except sqlite3.OperationalError as first:
+        if os.access(path.parent, os.W_OK | os.X_OK) and unwritable_reason(path.parent) is None:
+            raise StorageError("open the database read-only", path, first) from first
+        try:
+            return _connect(uri + "?mode=ro&immutable=1"), "immutable (its directory is not writable)"
+        except sqlite3.Error as exc:
+            raise StorageError("open the database read-only", path, exc) from exc
+    except sqlite3.Error as exc:
+        raise StorageError("open the database read-only", path, exc) from exc
+
+
+def _connect(uri: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the file is really opened here
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def unreadable_rows(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(id, what is wrong) for every memory row no read path can show as stored. Works on any connection
+    (doctor's read-only one included)."""
+    rows = conn.execute(_UNREADABLE, (validation.MIN_EPOCH, validation.MAX_EPOCH)).fetchall()
+    return [(int(row[0]), _what_is_wrong(row)) for row in rows]
+
+
+def _what_is_wrong(row: Sequence[Any]) -> str:
+    _id, text, tags, metadata, created, updated = row
+    found = []
+    for name, value in (("created_at", created), ("updated_at", updated)):
+        try:
+            validation.in_time_range(epoch_or_nan(value), name, value)
+        except InvalidInput as exc:
+            found.append(str(exc).split(" (epoch")[0])
+    if not isinstance(text, str):
+        found.append(f"text is stored as {type(text).__name__}")
+    if stored_tags(tags) is None:
+        found.append(f"tags {_short(tags)} are not a JSON list of strings")
+    if stored_metadata(metadata) is None:
+        found.append(f"metadata {_short(metadata)} is not a JSON object")
+    return "; ".join(found) or "unreadable"
+
+
+def stored_tags(raw: object) -> list[str] | None:
+    """The tags stored as JSON, or None when they are not a JSON list of strings."""
+    value = _json_or_none(raw)
+    return value if isinstance(value, list) and all(isinstance(t, str) for t in value) else None
+
+
+def stored_metadata(raw: object) -> dict[str, Any] | None:
+    value = _json_or_none(raw)
+    return value if isinstance(value, dict) else None
+
+
+def _json_or_none(raw: object) -> Any:
+    try:
+        return json.loads(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _insert_chunks(conn: sqlite3.Connection, memory_id: int, chunks: Sequence[Chunk]) -> None:
@@ -643,9 +821,9 @@ def _memory(row: Sequence[Any]) -> Memory:
         id=int(row[0]),
         text=row[1],
         namespace=row[2],
-        tags=json.loads(row[3]),
-        metadata=json.loads(row[4]),
-        created_at=float(row[5]),
-        updated_at=float(row[6]),
+        tags=stored_tags(row[3]) or [],  # unreadable values read as empty; doctor reports the row
+        metadata=stored_metadata(row[4]) or {},
+        created_at=epoch_or_nan(row[5]),
+        updated_at=epoch_or_nan(row[6]),
         content_hash=row[7],
     )

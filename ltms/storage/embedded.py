@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -58,18 +62,28 @@ class EmbeddedStorage:
         snapshot_every: int = 1000,
         snapshot_quiet_seconds: float = 5.0,
         background_saves: bool = True,
+        read_only: bool = False,
         progress: Progress | None = None,
     ) -> None:
+        """`read_only` opens an existing store without creating or writing anything, so it works on read-only
+        media: the index is built in memory when the snapshot cannot be used, and nothing is saved, moved aside or
+        cleaned up."""
         self.paths = paths
         self.dimension = dimension
         self.model = model
+        self.read_only = read_only
         self.snapshot_every = snapshot_every
         self.snapshot_quiet_seconds = snapshot_quiet_seconds
-        prepare_directories(paths)
-        self.db = Database(paths.db_path, chunker=chunker, progress=progress)
-        self.snapshots = SnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path)
+        if read_only:
+            _require_existing_store(paths.data_dir, paths.db_path)
+        else:
+            prepare_directories(paths)
+        self.db = Database(paths.db_path, chunker=chunker, progress=progress, read_only=read_only)
+        self.snapshots = SnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path, read_only)
         self._lock = threading.RLock()  # guards the index, _applied_seq and the counters below
         self._save_lock = threading.Lock()  # one snapshot write at a time from this process
+        self._saved = threading.Condition(self._lock)  # notified when a save ends
+        self._saving = False
         self._unsaved_changes = 0
         self._last_change = time.monotonic()
         self.last_snapshot_error: str | None = None
@@ -87,14 +101,33 @@ class EmbeddedStorage:
         self.db.claim_model(model, dimension, allow_change)
 
     def open_index(self) -> None:
-        """Load the snapshot (verified) and replay newer changes, or rebuild it; then start the saver."""
-        self.index, self._applied_seq = self._open_index()
-        if self._background_saves and self._saver is None:
+        """Load the snapshot (verified) and replay newer changes, or rebuild it; then start the saver.
+
+        A database SQLite's integrity check finds damaged is refused rather than served: it gives wrong or failing
+        answers for some memories, and writing into it can spread the damage. The check reads the whole file, so
+        it runs on its own connection beside the snapshot load (which reads the whole index)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltmc-integrity") as pool:
+            check = pool.submit(self.db.integrity_problems)
+            self.index, self._applied_seq = self._open_index()
+            damage = check.result()
+        if damage:
+            raise StorageError(
+                "serve from",
+                self.paths.db_path,
+                f"SQLite's integrity check fails ({'; '.join(damage)}); refusing to run on a damaged "
+                "database. Stop, copy the data directory and run `ltmc doctor`",
+            )
+        if self._background_saves and not self.read_only and self._saver is None:
             self._saver = threading.Thread(target=self._save_when_due, name="ltmc-snapshot", daemon=True)
             self._saver.start()
 
     def _open_index(self) -> tuple[FaissIndex, int]:
         paths = self.paths
+        try:  # left by saves killed mid-write: up to a snapshot's size each
+            if not self.read_only:
+                self.snapshots.remove_stale_temp_files()
+        except StorageError as exc:  # worth a loud line, not a refusal to start: no memory depends on it
+            log.error("%s", exc)
         latest = self.db.max_seq()
         try:
             index, manifest = self.snapshots.load(self.dimension, self.model, self.db.database_id)
@@ -105,7 +138,7 @@ class EmbeddedStorage:
             return self._rebuild_and_save("created")
         except SnapshotInvalid as exc:
             log.warning("index snapshot %s cannot be used: %s", paths.index_path, exc)
-            self.snapshots.move_aside(str(exc))
+            self._move_aside(str(exc))
             return self._rebuild_and_save("rebuilt")
         self.index = index
         replayed = self._replay(manifest.last_seq, latest)
@@ -117,7 +150,7 @@ class EmbeddedStorage:
                 index.ntotal,
                 chunks,
             )
-            self.snapshots.move_aside("vector count does not match the database")
+            self._move_aside("vector count does not match the database")
             return self._rebuild_and_save("rebuilt")
         self.index_state = "loaded"
         self.last_snapshot_at = manifest.saved_at
@@ -126,6 +159,12 @@ class EmbeddedStorage:
         )
         self._unsaved_changes = replayed
         return index, latest
+
+    def _move_aside(self, reason: str) -> None:
+        if self.read_only:
+            log.warning("read-only: the snapshot is left as it is; the index is built in memory (%s)", reason)
+            return
+        self.snapshots.move_aside(reason)
 
     def _rebuild_and_save(self, state: str) -> tuple[FaissIndex, int]:
         index, seq = self.build_index()
@@ -293,7 +332,12 @@ class EmbeddedStorage:
         self.save_snapshot()
 
     def save_snapshot(self, raise_errors: bool = True, force: bool = False) -> bool:
-        """Write the index snapshot if anything changed since the last one (or `force`). Returns whether it wrote."""
+        """Write the index snapshot if anything changed since the last one (or `force`). Returns whether it wrote.
+
+        The changes a save covers leave the unsaved count when the save starts (and come back if it fails), so
+        nobody sees a manifest on disk that holds changes the count still calls unsaved."""
+        if self.read_only:
+            return False
         with self._save_lock:
             with self._lock:
                 if self._unsaved_changes == 0 and not force:
@@ -302,11 +346,17 @@ class EmbeddedStorage:
                 # every store and search waited for it.
                 copy = self.index.clone()
                 count, seq, pending = self.index.ntotal, self._applied_seq, self._unsaved_changes
-            data = copy.serialize()
-            del copy
+                self._unsaved_changes -= pending
+                self._saving = True
             try:
+                data = copy.serialize()
+                del copy
                 manifest = self.snapshots.save(data, count, self.dimension, self.model, seq, self.db.database_id)
-            except StorageError as exc:
+            except BaseException as exc:
+                with self._lock:
+                    self._unsaved_changes += pending
+                if not isinstance(exc, StorageError):
+                    raise
                 self.last_snapshot_error = str(exc)
                 log.error(
                     "index snapshot not saved: %s (memories are safe in %s; the index will be rebuilt from it)",
@@ -316,13 +366,21 @@ class EmbeddedStorage:
                 if raise_errors:
                     raise
                 return False
-            with self._lock:
-                self._unsaved_changes -= pending
+            finally:
+                with self._saved:
+                    self._saving = False
+                    self._saved.notify_all()
             self.last_snapshot_error = None
             if manifest is not None:
                 self.last_snapshot_at = manifest.saved_at
                 log.info("saved index snapshot %s: %d vectors up to change %d", self.paths.index_path, count, seq)
             return manifest is not None
+
+    def wait_until_saved(self, timeout: float) -> bool:
+        """Wait until every change applied so far is in a snapshot on disk and no save is under way (True), or
+        until `timeout` seconds pass (False). For shutdown paths and tests: an event to wait on, not a sleep."""
+        with self._saved:
+            return self._saved.wait_for(lambda: self._unsaved_changes == 0 and not self._saving, timeout)
 
     def _save_when_due(self) -> None:
         """Background thread: save after `snapshot_every` changes, or once changes have been quiet a while."""
@@ -351,3 +409,20 @@ class EmbeddedStorage:
                 return
         self.save_snapshot(raise_errors=False)
         self.db.close()
+
+
+def _require_existing_store(data_dir: Path, db_path: Path) -> None:
+    """A read-only open never creates a store: a missing one is an error naming what is missing."""
+    never = "(a read-only open never creates one)"
+    for path, kind in ((data_dir, stat.S_ISDIR), (db_path, stat.S_ISREG)):
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            missing = "it does not exist" if path == data_dir else f"there is no {db_path.name}"
+            raise StorageError("open the memory store in", data_dir, f"{missing} {never}") from None
+        except OSError as exc:
+            raise StorageError("open the memory store in", path, exc.strerror or exc) from exc
+        if not kind(mode):
+            raise StorageError(
+                "open the memory store in", path, f"it is not a {'directory' if path == data_dir else 'file'}"
+            )
