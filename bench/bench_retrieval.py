@@ -18,7 +18,7 @@ Cost, embedding excluded (query vectors are computed once, then served from a ca
 - storing a 30 KiB memory against embedding its chunks in one batch (the model dominates both).
 
     PYTHONPATH=. python bench/bench_retrieval.py                          # MiniLM, ~5 minutes on 2 busy cores
-    PYTHONPATH=. python bench/bench_retrieval.py --embedder hash --scale 10000    # quick, < 1 minute
+    PYTHONPATH=. python bench/bench_retrieval.py --quick                  # hash embedder, 10k scale: < 1 minute
     PYTHONPATH=. python bench/bench_retrieval.py --weights 0.2,0.3,0.5    # sweep fusion's keyword weight
     PYTHONPATH=. python bench/bench_retrieval.py --update-readme          # and replace its section in README.md
 """
@@ -377,9 +377,12 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=100_000, help="memories in the latency store (0: skip)")
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the questions")
     parser.add_argument("--long-repeats", type=int, default=3, help="30 KiB stores timed")
+    parser.add_argument("--quick", action="store_true", help="smoke test: --embedder hash --scale 10000 --rounds 1")
     parser.add_argument("--misses", type=Path, help="write every question hybrid missed (JSON) here")
     parser.add_argument("--update-readme", action="store_true", help="replace this benchmark's section of README.md")
     args = parser.parse_args()
+    if args.quick:
+        args.embedder, args.scale, args.rounds, args.long_repeats = "hash", min(args.scale, 10_000), 1, 2
     weights = [float(w) for w in args.weights.split(",") if w.strip()]
     default_weight = fusion.DEFAULT_KEYWORD_WEIGHT
 
