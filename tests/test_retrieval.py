@@ -365,3 +365,32 @@ def test_a_second_processs_store_is_found_by_both_legs_at_once(data_dir: Path) -
             assert ids_of(hits) == [long_id], mode
             passage = hits[0].passage
             assert passage is not None and deep in passage.text, mode
+
+
+# -- cost: what a search reads ---------------------------------------------------------------------------------------
+
+
+def test_an_unfiltered_retrieve_reads_rows_by_key_and_never_scans_a_table(data_dir: Path) -> None:
+    """Every statement a retrieve runs, in every mode, finds its rows through an index. (The chunks' spans were
+    once selected by their computed key, `(memory_id << 16) | ordinal`, which no index serves: every search read
+    every chunk, 83 ms of a 110 ms retrieve at 100k memories, bench/bench_retrieval.py.)"""
+    with MemoryService(hash_settings(data_dir), background_saves=False) as service:
+        service.store_many([(t, None, None, None) for t in NEIGHBOURS])
+        service.store(documents_text(3000))  # several chunks
+        conn = service.storage.db._conn  # type: ignore[attr-defined]
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        try:
+            for mode in MODES:
+                service.retrieve("zebra pond quarry handbook", k=5, mode=mode)
+        finally:
+            conn.set_trace_callback(None)
+        queries = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")]
+        assert any("chunks" in sql for sql in queries) and any("memory_fts" in sql for sql in queries)
+        scans = [
+            (sql[:100], row[3])
+            for sql in queries
+            for row in conn.execute("EXPLAIN QUERY PLAN " + sql)
+            if row[3].startswith("SCAN") and "VIRTUAL TABLE" not in row[3]
+        ]
+        assert scans == []
