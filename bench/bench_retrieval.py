@@ -351,7 +351,7 @@ def quality_tables(runs: list[Run], baseline: str, default: str) -> str:
 
 def update_readme(text: str) -> None:
     current = README.read_text()
-    body = "\n".join(("##" + line) if line.startswith("#") else line for line in text.splitlines())
+    body = "\n".join(("#" + line) if line.startswith("#") else line for line in text.splitlines())
     section = f"{BEGIN}\n{body}\n{END}"
     if BEGIN in current and END in current:
         head, rest = current.split(BEGIN, 1)
