@@ -8,6 +8,8 @@ used where meaning is not the point; the long-memory tests use the default model
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -365,6 +367,21 @@ def test_a_second_processs_store_is_found_by_both_legs_at_once(data_dir: Path) -
             assert ids_of(hits) == [long_id], mode
             passage = hits[0].passage
             assert passage is not None and deep in passage.text, mode
+
+
+# -- the benchmark's labelled set ------------------------------------------------------------------------------------
+
+
+def test_the_shipped_labelled_set_is_what_its_generator_builds() -> None:
+    """bench/retrieval/dataset.json is generated (fixed seed), never edited by hand: a template change must come
+    with the regenerated file, and the file with its templates."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "retrieval" / "make_dataset.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
 
 
 # -- cost: what a search reads ---------------------------------------------------------------------------------------
