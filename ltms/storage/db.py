@@ -532,15 +532,18 @@ class Database:
 
     def chunk_spans(self, keys: Sequence[int]) -> dict[int, tuple[int, int]]:
         """key -> (start, end) character span."""
+        wanted = {int(k) for k in keys}
         spans: dict[int, tuple[int, int]] = {}
-        for part in _parts([int(k) for k in keys]):
+        # By memory id (the primary key's prefix): a condition on the computed key cannot use an index, and
+        # scanned every chunk on every search (83 ms of a 110 ms retrieve at 100k memories).
+        for part in _parts(sorted({k >> CHUNK_BITS for k in wanted})):
             marks = ",".join("?" * len(part))
-            for key, start, end in self._query(
-                f"SELECT (memory_id << {CHUNK_BITS}) | ordinal, start_char, end_char FROM chunks"
-                f" WHERE ((memory_id << {CHUNK_BITS}) | ordinal) IN ({marks})",
-                part,
+            for memory_id, ordinal, start, end in self._query(
+                f"SELECT memory_id, ordinal, start_char, end_char FROM chunks WHERE memory_id IN ({marks})", part
             ):
-                spans[int(key)] = (int(start), int(end))
+                key = (int(memory_id) << CHUNK_BITS) | int(ordinal)
+                if key in wanted:
+                    spans[key] = (int(start), int(end))
         return spans
 
     def filter_chunk_keys(self, where: Filter) -> np.ndarray:
