@@ -123,7 +123,9 @@ def test_one_progress_bar_that_no_log_line_runs_into(data_dir: Path) -> None:
     assert len(bars) == 1 and "300/300" in bars[0], lines
     assert all(" INFO " not in line for line in bars), lines
     assert any(
-        line.endswith("INFO ltms.service: built the index from " + str(data_dir / "ltmc.sqlite3") + ": 300 vectors")
+        line.endswith(
+            "INFO ltms.storage.embedded: built the index from " + str(data_dir / "ltmc.sqlite3") + ": 300 vectors"
+        )
         for line in lines
     ), lines
 

@@ -93,7 +93,7 @@ class MemoryView(BaseModel):
 class Passage(BaseModel):
     start: int = Field(description="offset of the passage's first character in the memory's text")
     end: int = Field(description="offset just past its last character")
-    text: str = Field(description="the passage (cut short with a marker when very long)")
+    text: str | None = Field(description="the passage; null when it lies within `text` as shown (use start/end there)")
 
 
 class Hit(MemoryView):
@@ -160,14 +160,22 @@ def view(memory: Memory, limit: int | None = None) -> dict[str, Any]:
 
 
 def hit_view(hit: SearchHit, limit: int) -> Hit:
+    """A search hit as a response item. The passage's text is given only when it is part of a memory and lies
+    beyond the text shown, and then the two share the item's budget."""
     passage = None
+    text_limit = limit
     if hit.passage is not None:
-        text = hit.passage.text
-        if len(text) > limit:
-            text = f"{text[:limit]}… [truncated]"
-        passage = Passage(start=hit.passage.start, end=hit.passage.end, text=text)
+        passage_text = None
+        whole = hit.passage.start == 0 and hit.passage.end >= len(hit.memory.text)
+        if not whole and hit.passage.end > min(limit, len(hit.memory.text)):
+            text_limit = max(MIN_ITEM_CHARS, limit // 2)
+            share = max(MIN_ITEM_CHARS, limit - text_limit)
+            passage_text = hit.passage.text
+            if len(passage_text) > share:
+                passage_text = f"{passage_text[:share]}… [truncated]"
+        passage = Passage(start=hit.passage.start, end=hit.passage.end, text=passage_text)
     return Hit(
-        **view(hit.memory, limit),
+        **view(hit.memory, text_limit),
         score=round(hit.score, 6),
         similarity=None if hit.similarity is None else round(hit.similarity, 6),
         keyword_rank=hit.keyword_rank,
