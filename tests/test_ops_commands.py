@@ -11,8 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import hash_env, hash_settings
-from test_ops_support import (
+
+from ltms.embeddings.hashing import HashingEmbedder
+from ltms.errors import InvalidInput
+from ltms.ops.progress import ProgressBar
+from ltms.ops.reindex import run_reindex
+from ltms.ops.transfer import parse_line
+from ltms.service import MemoryService
+from tests.helpers import child_env, hash_settings
+from tests.ops_helpers import (
     MEMORIES,
     QUERIES,
     build_store,
@@ -21,13 +28,6 @@ from test_ops_support import (
     one_line_error,
     search_results,
 )
-
-from ltms.embeddings.hashing import HashingEmbedder
-from ltms.errors import InvalidInput
-from ltms.ops.progress import ProgressBar
-from ltms.ops.reindex import run_reindex
-from ltms.ops.transfer import parse_line
-from ltms.service import MemoryService
 
 
 def memories_of(data_dir: Path) -> list[tuple[str, str, list[str], dict, float]]:
@@ -229,7 +229,7 @@ def test_long_commands_show_progress_on_a_terminal_and_stay_quiet_in_pipes(tmp_p
     assert piped.returncode == 0 and "\r" not in piped.stderr and "indexing" not in piped.stderr
     leader, follower = pty.openpty()
     try:
-        env = hash_env(data, LTMC_LOG_LEVEL="warning")
+        env = child_env(data, LTMC_LOG_LEVEL="warning")
         run = subprocess.run(
             [sys.executable, "-m", "ltms", "reindex"],
             cwd=tmp_path,
@@ -270,7 +270,7 @@ def test_import_shows_progress_per_chunk() -> None:
 
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     build_store(tmp_path / "data")
-    env = hash_env(tmp_path / "data")
+    env = child_env(tmp_path / "data")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ltms", "doctor", "--json"],
         env=env,

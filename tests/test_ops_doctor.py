@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import hash_env, hash_settings
-from test_ops_support import (
-    REPO,
+from ltms.service import MemoryService
+from tests.helpers import REPO, child_env, hash_settings
+from tests.ops_helpers import (
     build_store,
     codes,
     corrupt_snapshot,
@@ -20,8 +20,6 @@ from test_ops_support import (
     ltmc,
     search_results,
 )
-
-from ltms.service import MemoryService
 
 
 def test_healthy_store_table_and_json(tmp_path: Path) -> None:
@@ -197,7 +195,7 @@ def test_wrapper_script_is_the_same_as_doctor(tmp_path: Path) -> None:
     data = tmp_path / "data"
     build_store(data)
     corrupt_snapshot(data)
-    env = hash_env(data, LTMC_LOG_LEVEL="warning")
+    env = child_env(data, LTMC_LOG_LEVEL="warning")
     env.pop("PYTHONPATH")
     script = str(REPO / "fix_faiss_persistence.py")
     run = subprocess.run([sys.executable, script, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -211,21 +209,39 @@ def script_lines(path: str) -> list[str]:
     return Path(path).read_text().splitlines()
 
 
-def test_wrapper_works_from_a_copy_without_the_package_installed(tmp_path: Path) -> None:
-    """A checkout elsewhere: the script puts its own directory first on sys.path and scans it for strays."""
+def copy_of_the_checkout(tmp_path: Path) -> Path:
     checkout = tmp_path / "checkout"
     shutil.copytree(REPO / "ltms", checkout / "ltms", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "fix_faiss_persistence.py", checkout)
-    (checkout / "faiss_index").write_bytes(b"left next to the scripts")
-    env = hash_env(tmp_path / "data", LTMC_LOG_LEVEL="warning")
+    return checkout
+
+
+def run_with_a_bare_python(script: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python script ARGS` with a Python that lacks LTMC's dependencies, like the system's (-S: no site-packages)."""
+    command = [sys.executable, "-S", str(script), *args]
+    return subprocess.run(command, cwd="/", env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_wrapper_with_the_system_python_and_no_venv_says_to_run_setup(tmp_path: Path) -> None:
+    checkout = copy_of_the_checkout(tmp_path)
+    env = child_env(tmp_path / "data")
     env.pop("PYTHONPATH")
-    run = subprocess.run(
-        [sys.executable, "-I", str(checkout / "fix_faiss_persistence.py"), "--json"],
-        cwd="/",
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    run = run_with_a_bare_python(checkout / "fix_faiss_persistence.py", "--json", env=env)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+    assert str(checkout / "scripts" / "setup.sh") in run.stderr and "No module named" in run.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_wrapper_with_the_system_python_uses_the_project_venv(tmp_path: Path) -> None:
+    """A checkout elsewhere with its .venv: the script re-executes itself with it, runs the copy's ltms, and scans
+    the directory it lives in for strays."""
+    checkout = copy_of_the_checkout(tmp_path)
+    (checkout / ".venv").symlink_to(Path(sys.prefix))  # the environment setup.sh would have made
+    (checkout / "faiss_index").write_bytes(b"left next to the scripts")
+    env = child_env(tmp_path / "data", LTMC_LOG_LEVEL="warning")
+    env.pop("PYTHONPATH")
+    run = run_with_a_bare_python(checkout / "fix_faiss_persistence.py", "--json", env=env)
     report = json.loads(run.stdout)
     assert run.returncode == 1 and codes(report) == ["stray_index_file"], run.stderr
     assert report["problems"][0]["path"] == str(checkout / "faiss_index")

@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support import REPO, hash_env
-from test_ops_support import build_store, codes, doctor_json, ltmc, one_line_error
+
+from tests.helpers import REPO, child_env
+from tests.ops_helpers import build_store, codes, doctor_json, ltmc, one_line_error
 
 
 def _nobody() -> pwd.struct_passwd | None:
@@ -44,7 +45,7 @@ def test_readonly_as_unprivileged_user() -> None:
         data.chmod(0o755)  # readable, not writable, for nobody
         for path in data.iterdir():
             path.chmod(0o644)
-        env = hash_env(data, LTMC_LOG_LEVEL="warning", HOME=str(base))
+        env = child_env(data, LTMC_LOG_LEVEL="warning", HOME=str(base))
 
         def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
             command = [

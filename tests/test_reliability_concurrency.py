@@ -16,10 +16,9 @@ from pathlib import Path
 import anyio
 import pytest
 from mcp import Client
-from test_server_support import REPO, ServerProcess, child_env
 
-sys.path.insert(0, str(REPO / "bench" / "reliability"))
-from reliability_kit import Ledger, http_client, mixed_client, run_script, stdio_params, verify
+from bench.reliability.reliability_kit import Ledger, http_client, mixed_client, run_script, stdio_params, verify
+from tests.helpers import REPO, ServerProcess, child_env
 
 pytestmark = pytest.mark.anyio
 StartServer = Callable[..., ServerProcess]

@@ -16,10 +16,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from support import REPO, hash_env, hash_settings
-
 from ltms.embeddings import Embedder
 from ltms.service import MemoryService
+from tests.helpers import child_env, hash_settings
 
 MEMORIES: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("the cat sat on the mat", ["pets"], {"source": "test", "n": 1}, "default"),
@@ -41,7 +40,7 @@ def ltmc(
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m ltms ARGS` on `data_dir` with the hashing embedder."""
-    full_env = hash_env(data_dir, LTMC_LOG_LEVEL="warning")
+    full_env = child_env(data_dir, LTMC_LOG_LEVEL="warning")
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "ltms", *args],
@@ -159,7 +158,6 @@ def read_only(path: Path) -> Iterator[str]:
 __all__ = [
     "MEMORIES",
     "QUERIES",
-    "REPO",
     "build_store",
     "codes",
     "corrupt_snapshot",
