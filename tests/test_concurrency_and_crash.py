@@ -110,6 +110,8 @@ def run_until_killed(data: Path, after_acks: int, round_: int) -> list[tuple[int
         proc.kill()
         proc.wait(timeout=30)
         reader.join(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
     assert len(acked) >= after_acks
     return acked
 

@@ -282,5 +282,6 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     proc.stdout.read(10)
     proc.stdout.close()  # like `| head -c 10`
     stderr = proc.stderr.read().decode()
+    proc.stderr.close()
     proc.wait(timeout=60)
     assert "Traceback" not in stderr, stderr

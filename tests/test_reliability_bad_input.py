@@ -272,6 +272,9 @@ def test_malformed_lines_over_stdio_change_nothing_and_the_server_answers_after(
             proc.kill()
             proc.wait(10)
         stderr = proc.stderr.read() if proc.stderr else b""
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
     assert next(a for a in received if a.get("id") == 99)["result"]["structuredContent"]["memories"] == 0
     for answer in received:
         if answer.get("id") not in (1, 99):

@@ -10,7 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,15 @@ def stdio_params(env: dict[str, str], transport: str = "stdio") -> StdioServerPa
     return StdioServerParameters(command=command[0], args=command[1:], env=env)
 
 
-def http_client(url: str, token: str | None = None) -> Any:
+@asynccontextmanager
+async def http_client(url: str, token: str | None = None, mode: str = "auto") -> AsyncIterator[Client]:
+    """An SDK client session over streamable HTTP; the SDK leaves an HTTP client it is given open: close it here."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=30))
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
+    ):
+        yield client
 
 
 async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +138,7 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_streamable_http(http_server: ServerProcess, mode: str) -> None:
-    async with Client(http_client(http_server.mcp_url, TOKEN), mode=mode) as client:
+    async with http_client(http_server.mcp_url, TOKEN, mode) as client:
         await store_and_find(client, f"streamable HTTP works in {mode} mode", mode)
 
 
@@ -144,7 +151,7 @@ async def test_sse(http_server: ServerProcess, mode: str) -> None:
 
 async def test_a_wrong_token_fails_the_sdk_client(http_server: ServerProcess) -> None:
     with pytest.RaisesGroup(pytest.RaisesExc(MCPError), flatten_subgroups=True):
-        async with Client(http_client(http_server.mcp_url, "wrong"), mode="legacy") as client:
+        async with http_client(http_server.mcp_url, "wrong", "legacy") as client:
             await client.list_tools()
 
 
@@ -160,7 +167,7 @@ async def test_dual_store_over_stdio_retrieve_over_http_at_once(data_dir: Path, 
                 stdio, "store_memory", {"text": "the build server is called hopper", "namespace": "ops"}
             )
             assert wait_for_health(f"http://127.0.0.1:{port}")["memories"] == 1
-            async with Client(http_client(f"http://127.0.0.1:{port}/mcp")) as http:
+            async with http_client(f"http://127.0.0.1:{port}/mcp") as http:
                 found = await call(http, "retrieve_memory", {"query": "what is the build server called", "k": 1})
                 assert found["results"][0]["id"] == stored["id"]
                 other = await call(http, "store_memory", {"text": "stored over HTTP"})  # ...and the other way round
@@ -175,7 +182,7 @@ async def test_dual_mode_stops_cleanly_on_sigterm_with_a_session_open(
     start_server: StartServer, data_dir: Path
 ) -> None:
     server = start_server("dual")
-    async with Client(http_client(server.mcp_url), mode="legacy") as client:
+    async with http_client(server.mcp_url, mode="legacy") as client:
         ids = [(await call(client, "store_memory", {"text": f"remember {i} before SIGTERM"}))["id"] for i in range(3)]
         server.signal(signal.SIGTERM)  # an open session must not hold up the shutdown
         assert server.wait() == 0, server.log()

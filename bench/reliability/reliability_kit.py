@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,17 @@ def rss_kib(pid: int) -> int:
 # -- clients and tool calls -------------------------------------------------------------------------------------
 
 
-def http_client(url: str, token: str | None = None, mode: str = "auto", read_timeout: float = CALL_TIMEOUT) -> Client:
+@asynccontextmanager
+async def http_client(
+    url: str, token: str | None = None, mode: str = "auto", read_timeout: float = CALL_TIMEOUT
+) -> AsyncIterator[Client]:
+    """An MCP client session over streamable HTTP; its HTTP connections are closed with it (the SDK leaves a
+    client it is given open)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    transport = streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=read_timeout))
-    return Client(transport, mode=mode, read_timeout_seconds=read_timeout)  # type: ignore[arg-type]
+    async with httpx2.AsyncClient(headers=headers, timeout=read_timeout) as http:
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, mode=mode, read_timeout_seconds=read_timeout) as client:  # type: ignore[arg-type]
+            yield client
 
 
 class ToolFailed(Exception):
