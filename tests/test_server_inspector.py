@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, ServerProcess, child_env, serve_command
+from ltms.service import MemoryService
+from tests.helpers import REPO, ServerProcess, child_env, hash_settings, serve_command
 
 INSPECTOR = REPO / "tests" / "inspector" / "node_modules" / ".bin" / "mcp-inspector"
 TOKEN = "inspector-token-0123456789abcdef"
@@ -88,7 +89,12 @@ def test_inspector_over_stdio(tmp_path: Path, data_dir: Path) -> None:
             }
         )
     )
-    round_trip(tmp_path, ["--config", str(config), "--server", "ltmc"], "the inspector speaks stdio")
+    # One call (each Inspector call starts a server): the full round trip runs over HTTP below.
+    target = ["--config", str(config), "--server", "ltmc"]
+    stored = call_tool(tmp_path, target, "store_memory", text="the inspector speaks stdio", tags=["inspector"])
+    assert stored["created"] is True
+    with MemoryService(hash_settings(data_dir), background_saves=False) as service:
+        assert service.get(stored["id"]).tags == ["inspector"]
 
 
 @pytest.fixture(scope="module")
