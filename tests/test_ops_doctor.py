@@ -17,7 +17,7 @@ from tests.ops_helpers import (
     corrupt_snapshot,
     doctor_json,
     listing,
-    ltmc,
+    ltmc_here,
     search_results,
 )
 
@@ -25,7 +25,7 @@ from tests.ops_helpers import (
 def test_healthy_store_table_and_json(tmp_path: Path) -> None:
     data = tmp_path / "data"
     build_store(data)
-    result = ltmc("doctor", data_dir=data, cwd=tmp_path)
+    result = ltmc_here("doctor", data_dir=data, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "Healthy: no problems found." in out
@@ -56,7 +56,7 @@ def test_fresh_data_dir_is_healthy_and_left_alone(tmp_path: Path) -> None:
     status, report = doctor_json(data, tmp_path, "--fix")
     assert status == 0 and report["fixed"] == [] and report["found"] == []
     assert not data.exists(), "doctor must not create the data directory"
-    assert "nothing to fix" in ltmc("doctor", "--fix", data_dir=data, cwd=tmp_path).stdout
+    assert "nothing to fix" in ltmc_here("doctor", "--fix", data_dir=data, cwd=tmp_path).stdout
 
 
 def test_corrupt_snapshot_is_diagnosed_without_changes_then_fixed_once(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_corrupt_snapshot_is_diagnosed_without_changes_then_fixed_once(tmp_path:
     assert "checksum mismatch" in report["problems"][0]["message"]
     assert listing(data) == before, "doctor without --fix changed files"
 
-    result = ltmc("doctor", "--fix", data_dir=data, cwd=tmp_path)
+    result = ltmc_here("doctor", "--fix", data_dir=data, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rebuilt the index from the database: 6 vectors" in result.stdout
     assert "Healthy: no problems found." in result.stdout
@@ -96,14 +96,14 @@ def test_stray_index_files_in_the_working_directory(tmp_path: Path) -> None:
     assert {p["path"] for p in report["problems"]} == {str(cwd / "faiss_index"), str(cwd / "faiss_index.pkl")}
     assert str(cwd) in {c["name"]: c for c in report["checks"]}["stray files"]["searched"]
 
-    result = ltmc("doctor", "--fix", data_dir=data, cwd=cwd)
+    result = ltmc_here("doctor", "--fix", data_dir=data, cwd=cwd)
     assert result.returncode == 0, result.stdout
     assert not (cwd / "faiss_index").exists() and not (cwd / "faiss_index.pkl").exists()
     moved = {p.name.split(".stray-")[0]: p.read_bytes() for p in cwd.iterdir() if ".stray-" in p.name}
     assert moved == {"faiss_index": b"old index from the path bug", "faiss_index.pkl": b"old metadata"}
     assert (cwd / "faiss_index_helper.py").exists()
     settled = listing(cwd, data)
-    assert ltmc("doctor", "--fix", data_dir=data, cwd=cwd).returncode == 0
+    assert ltmc_here("doctor", "--fix", data_dir=data, cwd=cwd).returncode == 0
     assert listing(cwd, data) == settled
 
 
@@ -253,7 +253,7 @@ def test_data_dir_flag_before_or_after_the_command(tmp_path: Path) -> None:
     """`ltmc --data-dir X doctor` must check X, not the default directory (the flag used to be reset)."""
     flagged = tmp_path / "flagged"
     for argv in (["--data-dir", str(flagged), "doctor", "--json"], ["doctor", "--json", "--data-dir", str(flagged)]):
-        result = ltmc(*argv, data_dir=tmp_path / "from-env", cwd=tmp_path)
+        result = ltmc_here(*argv, data_dir=tmp_path / "from-env", cwd=tmp_path)
         settings = {s["name"]: s for s in json.loads(result.stdout)["settings"]}
         assert settings["data_dir"]["value"] == str(flagged), argv
         assert settings["data_dir"]["source"] == "argument --data-dir"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, child_env
-from tests.ops_helpers import build_store, codes, doctor_json, ltmc, one_line_error
+from tests.ops_helpers import build_store, codes, doctor_json, ltmc_here, one_line_error
 
 
 def _nobody() -> pwd.struct_passwd | None:
@@ -88,13 +88,13 @@ def test_data_dir_is_a_file(tmp_path: Path) -> None:
     status, report = doctor_json(occupied, tmp_path)
     assert status == 1 and codes(report) == ["data_dir_not_a_directory"]
     for args in (["stats"], ["reindex"], ["doctor", "--fix"]):
-        result = ltmc(*args, data_dir=occupied, cwd=tmp_path)
+        result = ltmc_here(*args, data_dir=occupied, cwd=tmp_path)
         assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert str(occupied) in one_line_error(ltmc("stats", data_dir=occupied, cwd=tmp_path))
+    assert str(occupied) in one_line_error(ltmc_here("stats", data_dir=occupied, cwd=tmp_path))
 
     below = occupied / "data"
     status, report = doctor_json(below, tmp_path)
     assert status == 1 and codes(report) == ["data_dir_not_a_directory"]
     assert f"{occupied} is not a directory" in report["problems"][0]["message"]
-    assert "Not a directory" in one_line_error(ltmc("reindex", data_dir=below, cwd=tmp_path))
+    assert "Not a directory" in one_line_error(ltmc_here("reindex", data_dir=below, cwd=tmp_path))
     assert occupied.read_text() == "not a directory"

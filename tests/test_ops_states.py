@@ -1,7 +1,10 @@
 """Every operator command on every kind of store the issue names: healthy, fresh (no directory yet), empty,
 with a corrupt snapshot, with a stray `faiss_index` in the working directory, and read-only.
 
-The expectations are one explicit table: (state, command) -> (exit status, files changed, memories after)."""
+The expectations are one explicit table: (state, command) -> (exit status, files changed, memories after).
+The commands run `ltms.cli.main` in this process (ops_helpers.ltmc_here), the function `python -m ltms` runs: as
+child processes they were a third of the suite's time. test_ops_commands.py runs the CLI as a child where the
+process is the point."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import pytest
 
 from ltms.service import MemoryService
 from tests.helpers import hash_settings
-from tests.ops_helpers import build_store, corrupt_snapshot, listing, ltmc, one_line_error, read_only
+from tests.ops_helpers import build_store, corrupt_snapshot, listing, ltmc_here, one_line_error, read_only
 
 COMMANDS = {
     "doctor": ["doctor"],
@@ -117,7 +120,7 @@ def test_command_on_store(state: str, command: str, tmp_path: Path) -> None:
     args = [a.format(tmp=tmp_path) for a in COMMANDS[command]]
     with prepared(state, tmp_path) as (data, cwd):
         before = listing(tmp_path)
-        result = ltmc(*args, data_dir=data, cwd=cwd)
+        result = ltmc_here(*args, data_dir=data, cwd=cwd)
         after = listing(tmp_path)
     assert result.returncode == status, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -132,4 +135,4 @@ def test_command_on_store(state: str, command: str, tmp_path: Path) -> None:
     if command == "doctor-fix" and state == "stray":  # renamed, never deleted
         assert [p.read_bytes() for p in cwd.glob("faiss_index.stray-*")] == [b"stray"]
     if status == 0 and state == "corrupt" and command != "export":
-        assert ltmc("doctor", data_dir=data, cwd=cwd).returncode == (1 if command == "doctor" else 0)
+        assert ltmc_here("doctor", data_dir=data, cwd=cwd).returncode == (1 if command == "doctor" else 0)
