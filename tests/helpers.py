@@ -130,12 +130,16 @@ class ServerProcess:
         self.log_path = log_path
         self._port: int | None = None
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log_start = self._log.tell()  # a restarted server may append to its predecessor's log
         self.proc = subprocess.Popen(
             list(args), env=env, stdin=stdin, stdout=stdout, stderr=self._log, cwd=cwd or log_path.parent
         )
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """What this process wrote to its log (a log file shared with an earlier process keeps that one's lines)."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
 
     def _died(self) -> str | None:
         if self.proc.poll() is None:
