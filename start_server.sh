@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Start the LTMC MCP server:  start_server.sh [stdio|http|dual] [more `ltmc serve` options]   (default: http)
+# Start the LTMC MCP server:  start_server.sh [stdio|http|dual] [more `ltmc serve` options]
+# Without a transport, `ltmc serve` picks it: stdio (what an agent that starts this command expects), or http when
+# --host or --port is given. `start_server.sh --port 6000` and `start_server.sh --transport http` work too.
 #
 # Works from any working directory. On first use it creates the virtual environment and installs the project
 # (scripts/setup.sh). It exports LTMC_DATA_DIR and FAISS_INDEX_PATH as absolute paths (defaults: the per-user data
@@ -9,9 +11,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${LTMC_VENV:-$root/.venv}"
-transport="${1:-http}"
-case "$transport" in
-    stdio|http|dual) if [ $# -gt 0 ]; then shift; fi ;;
+case "${1:-}" in
+    stdio|http|dual) set -- --transport "$@" ;;
+    ""|-*) ;;
     *) echo "usage: $0 [stdio|http|dual] [ltmc serve options]" >&2; exit 2 ;;
 esac
 
@@ -35,4 +37,4 @@ print(paths.index_path)')"
 export LTMC_DATA_DIR FAISS_INDEX_PATH
 echo "start_server: data directory $LTMC_DATA_DIR, index $FAISS_INDEX_PATH" >&2
 
-exec "$venv/bin/ltmc" serve --transport "$transport" "$@"
+exec "$venv/bin/ltmc" serve "$@"

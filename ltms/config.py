@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, TypeVar, cast
 
 from ltms.embeddings import EMBEDDER_CHOICES
 from ltms.errors import InvalidInput
+from ltms.storage.pg_url import redact_url
 from ltms.vector_store.faiss_config import ResolvedPaths, resolve_paths
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -30,7 +31,10 @@ def _bool(raw: str) -> bool:
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
-        value = int(raw)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be a whole number between {low} and {high}") from None
         if not low <= value <= high:
             raise ValueError(f"must be between {low} and {high}")
         return value
@@ -39,8 +43,11 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
 
 
 def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number greater than 0") from None
+    if not value > 0 or value == float("inf"):
         raise ValueError("must be greater than 0")
     return value
 
@@ -59,79 +66,114 @@ def _names(raw: str) -> tuple[str, ...]:
     return tuple(name.strip().lower() for name in raw.split(",") if name.strip())
 
 
-def _log_level(raw: str) -> str:
-    return _choice("debug", "info", "warning", "error")(raw).upper()
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
-# name -> (environment variable, parser, default, description)
-SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any], Any, str]] = {
-    "embedder": (
-        "LTMC_EMBEDDER",
-        _choice(*EMBEDDER_CHOICES),
-        "minilm",
-        "embedding model: minilm (all-MiniLM-L6-v2, offline) or hash (tests only)",
-    ),
-    "max_text_bytes": (
-        "LTMC_MAX_TEXT_BYTES",
-        _int_in(1, 10 * 1024 * 1024),
-        32 * 1024,
-        "largest memory text, in UTF-8 bytes",
-    ),
-    "max_metadata_bytes": (
-        "LTMC_MAX_METADATA_BYTES",
-        _int_in(2, 1024 * 1024),
-        16 * 1024,
-        "largest metadata object, as compact JSON",
-    ),
-    "snapshot_every": (
-        "LTMC_SNAPSHOT_EVERY",
-        _int_in(1, 10_000_000),
-        1000,
-        "save the index snapshot after this many changes",
-    ),
-    "snapshot_quiet_seconds": (
-        "LTMC_SNAPSHOT_QUIET_SECONDS",
-        _positive_float,
-        5.0,
-        "...or after this many seconds without a change",
-    ),
-    "read_only": ("LTMC_READ_ONLY", _bool, False, "expose only the reading tools"),
-    "http_host": ("LTMC_HTTP_HOST", str, "127.0.0.1", "HTTP listen address"),
-    "http_port": ("LTMC_HTTP_PORT", _int_in(0, 65535), 5050, "HTTP listen port"),
-    "auth_token": ("LTMC_AUTH_TOKEN", str, None, "bearer token required on /mcp and /sse when set"),
-    "allowed_hosts": (
-        "LTMC_ALLOWED_HOSTS",
-        _names,
-        (),
-        "extra Host names the HTTP server accepts, comma-separated (e.g. behind a reverse proxy)",
-    ),
-    "allow_insecure": ("LTMC_ALLOW_INSECURE", _bool, False, "allow a non-loopback host without a token"),
-    "log_level": ("LTMC_LOG_LEVEL", _log_level, "INFO", "debug, info, warning or error (logs go to stderr)"),
-    "max_result_chars": (
-        "LTMC_MAX_RESULT_CHARS",
-        _int_in(100, 1024 * 1024),
-        2000,
-        "longest text returned per memory by retrieve/list before truncation",
-    ),
-}
+def _log_level(raw: str) -> LogLevel:
+    return cast(LogLevel, _choice("debug", "info", "warning", "error")(raw).upper())
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one setting is read: its environment variable, parser (type and bounds), CLI flag and documentation.
+
+    `name` and `default` come from the Settings field that declares it, so nothing is written twice."""
+
+    env: str
+    parse: Callable[[str], Any]
+    doc: str
+    flag: str | None = None  # the real `ltmc` option, named in errors and sources
+    name: str = ""
+    default: Any = None
+
+    @property
+    def shown_default(self) -> str:
+        """The default as --help and the README's configuration table show it."""
+        return show(self.default)
+
+
+def show(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(value) or "empty"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).lower()
+
+
+def setting(env: str, parse: Callable[[str], T], default: T, doc: str, flag: str | None = None) -> T:
+    """Declare a Settings field: its default plus how it is read (typed as the default, for the type checker)."""
+    result: T = field(default=default, metadata={"setting": Setting(env, parse, doc, flag)})
+    return result
+
+
+MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting, each declared once: environment variable, parser with its bounds, default, flag, doc."""
+
     paths: ResolvedPaths
-    embedder: str = "minilm"
-    max_text_bytes: int = 32 * 1024
-    max_metadata_bytes: int = 16 * 1024
-    snapshot_every: int = 1000
-    snapshot_quiet_seconds: float = 5.0
-    read_only: bool = False
-    http_host: str = "127.0.0.1"
-    http_port: int = 5050
-    auth_token: str | None = None
-    allowed_hosts: tuple[str, ...] = ()
-    allow_insecure: bool = False
-    log_level: str = "INFO"
-    max_result_chars: int = 2000
+    embedder: str = setting(
+        "LTMC_EMBEDDER",
+        _choice(*EMBEDDER_CHOICES),
+        "minilm",
+        "embedding model: minilm (all-MiniLM-L6-v2, offline) or hash (tests only)",
+        "--embedder",
+    )
+    max_text_bytes: int = setting(
+        "LTMC_MAX_TEXT_BYTES", _int_in(1, 10 * MiB), 32 * 1024, "largest memory text, in UTF-8 bytes"
+    )
+    max_metadata_bytes: int = setting(
+        "LTMC_MAX_METADATA_BYTES", _int_in(2, MiB), 16 * 1024, "largest metadata object, as compact JSON"
+    )
+    snapshot_every: int = setting(
+        "LTMC_SNAPSHOT_EVERY", _int_in(1, 10_000_000), 1000, "save the index snapshot after this many changes"
+    )
+    snapshot_quiet_seconds: float = setting(
+        "LTMC_SNAPSHOT_QUIET_SECONDS", _positive_float, 5.0, "...or after this many seconds without a change"
+    )
+    read_only: bool = setting("LTMC_READ_ONLY", _bool, False, "refuse every write", "--read-only")
+    http_host: str = setting("LTMC_HTTP_HOST", str, "127.0.0.1", "HTTP listen address", "--host")
+    http_port: int = setting("LTMC_HTTP_PORT", _int_in(0, 65535), 5050, "HTTP port; 0 picks a free one", "--port")
+    auth_token: str | None = setting("LTMC_AUTH_TOKEN", str, None, "bearer token required on /mcp and /sse when set")
+    allowed_hosts: tuple[str, ...] = setting(
+        "LTMC_ALLOWED_HOSTS",
+        _names,
+        (),
+        "extra Host names the HTTP server accepts, comma-separated (e.g. behind a reverse proxy)",
+    )
+    allow_insecure: bool = setting(
+        "LTMC_ALLOW_INSECURE", _bool, False, "allow a non-loopback host without a token", "--allow-insecure"
+    )
+    log_level: LogLevel = setting(  # noqa: RUF009 - setting() returns an immutable default, like the others
+        "LTMC_LOG_LEVEL", _log_level, "INFO", "debug, info, warning or error (logs go to stderr)", "--log-level"
+    )
+    backend: str = setting(
+        "LTMC_BACKEND", _choice("sqlite", "postgres"), "sqlite", "storage: sqlite (embedded, one machine) or postgres"
+    )
+    database_url: str | None = setting(
+        "LTMC_DATABASE_URL",
+        str,  # never validated here: an error message would echo the password; the backend reports it redacted
+        None,
+        "PostgreSQL URL for LTMC_BACKEND=postgres, e.g. postgresql://ltmc:PASSWORD@db:5432/ltmc",
+    )
+    database_pool_size: int = setting(
+        "LTMC_DATABASE_POOL_SIZE", _int_in(1, 1000), 10, "most PostgreSQL connections one LTMC process opens"
+    )
+    max_result_chars: int = setting(
+        "LTMC_MAX_RESULT_CHARS",
+        _int_in(100, MiB),
+        2000,
+        "longest text returned per memory by retrieve/list before truncation",
+    )
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -141,32 +183,34 @@ class Settings:
         *,
         data_dir: str | os.PathLike[str] | None = None,
         index_path: str | os.PathLike[str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
         **flags: Any,
     ) -> Settings:
-        """Build settings from CLI flags (`flags`, None meaning "not given") over the environment."""
+        """Build settings from CLI flags (`flags` by setting name, None meaning "not given") over the environment
+        over the defaults. `defaults` replaces declared defaults (operator commands log only warnings)."""
         env = os.environ if env is None else env
-        unknown = set(flags) - set(SETTINGS_TABLE)
-        if unknown:
-            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        defaults = defaults or {}
+        for name in (*flags, *defaults):
+            if name not in SETTINGS or (name in flags and SETTINGS[name].flag is None):
+                raise TypeError(f"{name!r} is not a setting with a command-line flag")
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
-        for name, (var, parse, default, _doc) in SETTINGS_TABLE.items():
+        for name, spec in SETTINGS.items():
             flag = flags.get(name)
             if flag is not None:
-                option = f"--{name.replace('_', '-')}"
                 try:  # a flag goes through the same parser and bounds as its environment variable
-                    values[name] = flag if isinstance(flag, bool) else parse(str(flag))
+                    values[name] = flag if isinstance(flag, bool) else spec.parse(str(flag))
                 except ValueError as exc:
-                    raise InvalidInput(f"{option} {flag!r} is invalid: {exc}") from exc
-                sources[name] = f"flag {option}"
-            elif env.get(var, "") != "":
+                    raise InvalidInput(f"{spec.flag} {str(flag)!r} is invalid: {exc}") from exc
+                sources[name] = f"flag {spec.flag}"
+            elif env.get(spec.env, "") != "":
                 try:
-                    values[name] = parse(env[var])
+                    values[name] = spec.parse(env[spec.env])
                 except ValueError as exc:
-                    raise InvalidInput(f"{var}={env[var]!r} is invalid: {exc}") from exc
-                sources[name] = f"environment {var}"
+                    raise InvalidInput(f"{spec.env}={env[spec.env]!r} is invalid: {exc}") from exc
+                sources[name] = f"environment {spec.env}"
             else:
-                values[name], sources[name] = default, "default"
+                values[name], sources[name] = defaults.get(name, spec.default), "default"
         paths = resolve_paths(index_path=index_path, data_dir=data_dir, env=env)
         sources["data_dir"] = paths.data_dir_source
         sources["index_path"] = paths.index_path_source
@@ -175,11 +219,21 @@ class Settings:
     def diagnostics(self) -> list[tuple[str, str, str]]:
         """(setting, value, source) for every setting; the token itself is never shown."""
         rows = self.paths.diagnostics()
-        for name in SETTINGS_TABLE:
+        for name in SETTINGS:
             value = getattr(self, name)
             if name == "auth_token" and value:
                 value = "(set, hidden)"
+            if name == "database_url" and value:
+                value = redact_url(value)
             if isinstance(value, tuple):
                 value = ",".join(value)
             rows.append((name, str(value), self.sources.get(name, "default")))
         return rows
+
+
+# Every declared setting by name, with its name and default filled in from the field that declares it.
+SETTINGS: dict[str, Setting] = {
+    f.name: replace(f.metadata["setting"], name=f.name, default=f.default)
+    for f in fields(Settings)
+    if "setting" in f.metadata
+}

@@ -36,11 +36,22 @@ class EmbedderUnavailable(LTMCError, RuntimeError):
 class ModelMismatch(LTMCError):
     """The data directory was built with another embedding model than the one configured."""
 
-    def __init__(self, stored: str, configured: str, db_path: object) -> None:
-        super().__init__(
-            f"the memories in {db_path} were embedded with model {stored!r}, but the configured model is "
-            f"{configured!r}. Either configure {stored!r} again (LTMC_EMBEDDER), or re-embed every memory "
-            f"with the new model: ltmc reindex --reembed"
+    def __init__(self, stored: str, configured: str, db_path: object, setting: str | None = None) -> None:
+        """`setting`: the LTMC_EMBEDDER value that gives the stored model, if one does."""
+        found = (
+            f"the memories in {db_path} were embedded with model {stored!r}, but the configured model is {configured!r}"
         )
+        if setting:
+            message = (
+                f"{found}. Either configure {stored!r} again (LTMC_EMBEDDER={setting} or --embedder {setting}), "
+                f"or re-embed every memory with the configured model: ltmc reindex --reembed"
+            )
+        else:
+            message = (
+                f"{found}, and no LTMC_EMBEDDER value gives {stored!r}. Re-embed every memory with the configured "
+                f"model: ltmc reindex --reembed"
+            )
+        super().__init__(message)
         self.stored = stored
         self.configured = configured
+        self.setting = setting

@@ -17,11 +17,20 @@ from ltms.errors import StorageError
 
 
 def ensure_directory(path: Path) -> None:
-    """Create `path` (owner-only) if missing and prove it is writable by writing a probe file there."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError("create directory", path, exc.strerror or exc) from exc
+    """Create `path` and any missing parents (each owner-only) and prove it is writable with a probe file."""
+    missing = []
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        missing.append(ancestor)
+        ancestor = ancestor.parent
+    # One by one: mkdir(parents=True) gives the parents it creates the umask's mode (0777 under umask 000).
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made meanwhile by another process, or not a directory: checked below
+        except OSError as exc:
+            raise StorageError("create directory", directory, exc.strerror or exc) from exc
     if not path.is_dir():
         raise StorageError("use directory", path, "it exists but is not a directory")
     reason = unwritable_reason(path)
@@ -60,11 +69,13 @@ def fsync_directory(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+def atomic_writer(path: Path, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Yield a file that replaces `path` only if the whole block succeeds.
 
     A temp file in the same directory is written, flushed, fsynced and its size checked, then renamed over
     `path` and the directory fsynced. On any failure the temp file is removed and `path` is untouched.
+    With `overwrite=False` the finished file is linked into place instead, which fails if `path` appeared
+    meanwhile: an existing file is never replaced.
     """
     directory = path.parent
     try:
@@ -82,7 +93,10 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
             actual = os.fstat(handle.fileno()).st_size
             if actual != expected:
                 raise StorageError("write", tmp, f"wrote {actual} of {expected} bytes")
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
     except StorageError:
         _discard(tmp)
         raise
@@ -98,6 +112,20 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
 def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     with atomic_writer(path) as handle:
         handle.write(data)
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Put `tmp` at `path` only if nothing is there (link(2) never replaces), then drop the temp name."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise StorageError("write", path, "a file already exists there and is left as it was") from None
+    except OSError:  # a file system without hard links: the check and the rename are then two steps
+        if os.path.lexists(path):
+            raise StorageError("write", path, "a file already exists there and is left as it was") from None
+        os.replace(tmp, path)
+        return
+    _discard(tmp)
 
 
 def _discard(tmp: Path) -> None:

@@ -7,8 +7,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 
-def iso_utc(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def iso_utc(epoch_seconds: float, timespec: str = "milliseconds") -> str:
+    """ISO 8601 in UTC. A stored value no date can show (inf, 1e20, not a number) reads as "invalid time ..." rather
+    than breaking every read of its memory; `ltmc doctor` reports such rows and --fix quarantines them."""
+    try:
+        return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError, TypeError):
+        return f"invalid time {epoch_seconds!r}"  # the web page shows the same words
+
+
+def epoch_or_nan(value: object) -> float:
+    """A stored timestamp as a float; NaN when it is not a number at all (e.g. text written by another tool)."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ltms import validation
 from ltms.config import Settings
-from ltms.embeddings import Embedder, make_embedder
-from ltms.errors import InvalidInput, ModelMismatch, NotFound, ReadOnlyError, StorageError
+from ltms.embeddings import EMBEDDER_CHOICES, Embedder, make_embedder
+from ltms.errors import InvalidInput, LTMCError, ModelMismatch, NotFound, ReadOnlyError, StorageError
 from ltms.records import Memory, Page, SearchHit, StoreResult, iso_utc
 from ltms.storage.db import Database, blobs_to_matrix
 from ltms.vector_store.faiss_config import prepare_directories
@@ -31,6 +35,7 @@ from ltms.vector_store.faiss_store import FaissIndex, SnapshotInvalid, SnapshotM
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+_UPDATE_ATTEMPTS = 3  # the last one embeds inside the transaction rather than retry again
 
 
 def content_hash(text: str) -> str:
@@ -45,25 +50,53 @@ class MemoryService:
         *,
         allow_model_change: bool = False,
         background_saves: bool = True,
+        read_only: bool | None = None,
     ) -> None:
+        """`read_only` (default: the read_only setting) opens an existing store without creating or writing
+        anything, so it works on read-only media: the index is built in memory when the snapshot cannot be used,
+        and nothing is saved, moved aside or cleaned up."""
         self.settings = settings
+        self.read_only = settings.read_only if read_only is None else read_only
         self.embedder = embedder if embedder is not None else make_embedder(settings.embedder)
         paths = settings.paths
-        prepare_directories(paths)
-        self.db = Database(paths.db_path)
-        self.snapshots = SnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path)
+        if self.read_only:
+            _require_existing_store(paths.data_dir, paths.db_path)
+        else:
+            prepare_directories(paths)
+        self.db = Database(paths.db_path, read_only=self.read_only)
+        self.snapshots = SnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path, self.read_only)
         self._lock = threading.RLock()  # guards the index, _applied_seq and the counters below
         self._save_lock = threading.Lock()  # one snapshot write at a time from this process
+        self._saved = threading.Condition(self._lock)  # notified when a save ends
+        self._saving = False
         self._unsaved_changes = 0
         self._last_change = time.monotonic()
         self.last_snapshot_error: str | None = None
         self.last_snapshot_at: float | None = None
-        self._check_model(allow_model_change)
         self.index_state = "unknown"
-        self.index, self._applied_seq = self._open_index()
+        try:
+            # The integrity check reads the whole database: it runs on its own connection beside the model
+            # check and the snapshot load (which reads the whole index), so start-up takes the longer of the two.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltmc-integrity") as pool:
+                check = pool.submit(self.db.integrity_problems)
+                self._check_model(allow_model_change)
+                self.index, self._applied_seq = self._open_index()
+                damage = check.result()
+            if damage:
+                # Refuse rather than warn: a damaged database gives wrong or failing answers for some memories,
+                # and writing into it can spread the damage. `ltmc doctor` says what to do.
+                raise StorageError(
+                    "serve from",
+                    paths.db_path,
+                    f"SQLite's integrity check fails ({'; '.join(damage)}); refusing to run on a damaged "
+                    "database. Stop, copy the data directory and run `ltmc doctor`",
+                )
+        except BaseException:
+            self.db.close()
+            raise
         self._stop = threading.Event()
         self._saver: threading.Thread | None = None
-        if background_saves:
+        if background_saves and not self.read_only:
             self._saver = threading.Thread(target=self._save_when_due, name="ltmc-snapshot", daemon=True)
             self._saver.start()
 
@@ -74,19 +107,33 @@ class MemoryService:
         return self.embedder.name
 
     def _check_model(self, allow_model_change: bool) -> None:
-        stored = self.db.get_meta("model")
-        stored_dim = self.db.get_meta("dimension")
+        """Claim the store for this model, or refuse another one. The check and the claim are one write
+        transaction, so two processes opening an empty store with different models cannot both succeed."""
         current = (self.embedder.name, str(self.embedder.dimension))
-        if (stored, stored_dim) == current:
+        stored = self.db.get_meta("model")
+        if (stored, self.db.get_meta("dimension")) == current:
             return
-        if stored is not None and not allow_model_change and self.db.count() > 0:
-            raise ModelMismatch(stored, self.embedder.name, self.db.path)
+        if self.read_only:  # nothing to claim with: refuse another model, accept a store no model has claimed
+            if stored is not None and not allow_model_change:
+                raise ModelMismatch(stored, self.embedder.name, self.db.path, embedder_setting_for(stored))
+            return
         with self.db.write() as conn:
+            stored = Database.read_meta(conn, "model")
+            if (stored, Database.read_meta(conn, "dimension")) == current:
+                return
+            # Even an empty store keeps its model: another process may have claimed it a moment ago.
+            if stored is not None and not allow_model_change:
+                raise ModelMismatch(stored, self.embedder.name, self.db.path, embedder_setting_for(stored))
             Database.set_meta(conn, "model", self.embedder.name)
             Database.set_meta(conn, "dimension", str(self.embedder.dimension))
 
     def _open_index(self) -> tuple[FaissIndex, int]:
         paths = self.settings.paths
+        try:  # left by saves killed mid-write: up to a snapshot's size each
+            if not self.read_only:
+                self.snapshots.remove_stale_temp_files()
+        except StorageError as exc:  # worth a loud line, not a refusal to start: no memory depends on it
+            log.error("%s", exc)
         latest = self.db.max_seq()
         try:
             index, manifest = self.snapshots.load(self.embedder.dimension, self.model, self.db.database_id)
@@ -97,7 +144,7 @@ class MemoryService:
             return self._rebuild_and_save("created")
         except SnapshotInvalid as exc:
             log.warning("index snapshot %s cannot be used: %s", paths.index_path, exc)
-            self.snapshots.move_aside(str(exc))
+            self._move_aside(str(exc))
             return self._rebuild_and_save("rebuilt")
         self.index = index
         replayed = self._replay(manifest.last_seq, latest)
@@ -109,7 +156,7 @@ class MemoryService:
                 index.ntotal,
                 count,
             )
-            self.snapshots.move_aside("vector count does not match the database")
+            self._move_aside("vector count does not match the database")
             return self._rebuild_and_save("rebuilt")
         self.index_state = "loaded"
         self.last_snapshot_at = manifest.saved_at
@@ -118,6 +165,12 @@ class MemoryService:
         )
         self._unsaved_changes = replayed
         return index, latest
+
+    def _move_aside(self, reason: str) -> None:
+        if self.read_only:
+            log.warning("read-only: the snapshot is left as it is; the index is built in memory (%s)", reason)
+            return
+        self.snapshots.move_aside(reason)
 
     def _rebuild_and_save(self, state: str) -> tuple[FaissIndex, int]:
         index, seq = self.build_index()
@@ -196,6 +249,13 @@ class MemoryService:
         `timestamps` gives each item's (created_at, updated_at) in epoch seconds (import keeps them); None = now.
         """
         self._refuse_if_read_only()
+        if timestamps is not None:
+            if len(timestamps) != len(items):
+                raise InvalidInput(f"{len(timestamps)} timestamp pairs for {len(items)} memories")
+            timestamps = [
+                (validation.timestamp(created, "created_at"), validation.timestamp(updated, "updated_at"))
+                for created, updated in timestamps
+            ]
         prepared = []
         for text, tags, metadata, namespace in items:
             clean_text = validation.text(text, "text", self.settings.max_text_bytes)
@@ -225,7 +285,7 @@ class MemoryService:
                     if vector is None:  # deleted by another process since we looked
                         vector = self.embedder.embed([text])[0]
                     created, updated = timestamps[position] if timestamps else (None, None)
-                    created = created or now
+                    created = now if created is None else created  # 0.0 is 1970, not "now"
                     memory_id = Database.insert(
                         conn,
                         text=text,
@@ -233,7 +293,7 @@ class MemoryService:
                         tags=tags,
                         metadata=metadata,
                         created_at=created,
-                        updated_at=updated or created,
+                        updated_at=created if updated is None else updated,
                         content_hash=digest,
                         embedding=vector,
                         model=self.model,
@@ -257,8 +317,7 @@ class MemoryService:
         k = validation.integer_in(k, "k", 1, validation.MAX_K)
         namespace = validation.namespace(namespace, allow_none=True)
         wanted_tags = validation.tags(tags)
-        start = validation.timestamp(since, "since")
-        end = validation.timestamp(until, "until")
+        start, end = validation.time_range(since, until)
         threshold = validation.score(min_score)
         vector = self.embedder.embed([query])[0]
         with self._lock:
@@ -280,13 +339,20 @@ class MemoryService:
         return memory
 
     def list(
-        self, namespace: str | None = None, tags: Sequence[str] | None = None, limit: int = 20, offset: int = 0
+        self,
+        namespace: str | None = None,
+        tags: Sequence[str] | None = None,
+        limit: int = 20,
+        offset: int = 0,
+        since: Any = None,
+        until: Any = None,
     ) -> Page:
-        """Memories newest first, `limit` at a time."""
+        """Memories newest first, `limit` at a time; `since`/`until` bound the creation time as in retrieve."""
         limit = validation.integer_in(limit, "limit", 1, validation.MAX_PAGE)
         offset = validation.integer_in(offset, "offset", 0, 2**62)
+        start, end = validation.time_range(since, until)
         items, total = self.db.page(
-            validation.namespace(namespace, allow_none=True), validation.tags(tags), limit, offset
+            validation.namespace(namespace, allow_none=True), validation.tags(tags), limit, offset, start, end
         )
         next_offset = offset + len(items) if offset + len(items) < total else None
         return Page(items=items, total=total, offset=offset, next_offset=next_offset)
@@ -298,36 +364,55 @@ class MemoryService:
         tags: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Memory:
-        """Change a memory's text, tags or metadata (each left alone when None). New text is re-embedded."""
+        """Change a memory's text, tags or metadata (each left alone when None). New text is re-embedded.
+
+        The merge happens inside the write transaction, from the row as it is then: a concurrent update of
+        another field (from this or another process) is never written back over. Embedding is slow, so it
+        happens before the transaction; if the stored text changed in between, the attempt is retried."""
         self._refuse_if_read_only()
-        current = self.get(memory_id)
-        new_text = current.text if text is None else validation.text(text, "text", self.settings.max_text_bytes)
-        new_tags = current.tags if tags is None else validation.tags(tags)
-        new_metadata = (
-            current.metadata if metadata is None else validation.metadata(metadata, self.settings.max_metadata_bytes)
-        )
-        digest = content_hash(new_text)
-        vector = self.embedder.embed([new_text])[0] if new_text != current.text else None
-        with self._lock:
-            with self.db.write() as conn:
-                if self.db.get(current.id) is None:
-                    raise NotFound(f"no memory with id {memory_id} (deleted meanwhile)")
-                duplicate = Database.find_by_hash(conn, current.namespace, digest)
-                if duplicate is not None and duplicate != current.id:
-                    raise InvalidInput(f"memory {duplicate} in namespace {current.namespace!r} already has this text")
-                Database.update(
-                    conn,
-                    current.id,
-                    text=new_text,
-                    tags=new_tags,
-                    metadata=new_metadata,
-                    updated_at=time.time(),
-                    content_hash=digest,
-                    embedding=vector,
-                    model=self.model,
-                )
-            self._catch_up()
-        return self.get(current.id)
+        memory_id = validation.memory_id(memory_id)
+        new_text = None if text is None else validation.text(text, "text", self.settings.max_text_bytes)
+        new_tags = None if tags is None else validation.tags(tags)
+        new_metadata = None if metadata is None else validation.metadata(metadata, self.settings.max_metadata_bytes)
+        embedded: tuple[str, np.ndarray] | None = None  # (text, its vector)
+        for attempt in range(_UPDATE_ATTEMPTS):
+            if new_text is not None and (embedded is None or embedded[0] != new_text):
+                stored = self.get(memory_id)
+                if stored.text != new_text:
+                    embedded = (new_text, self.embedder.embed([new_text])[0])
+            with self._lock:
+                with self.db.write() as conn:
+                    current = Database.fetch(conn, memory_id)
+                    if current is None:
+                        raise NotFound(f"no memory with id {memory_id}")
+                    final_text = current.text if new_text is None else new_text
+                    vector = None
+                    if final_text != current.text:
+                        if embedded is None or embedded[0] != final_text:
+                            if attempt + 1 < _UPDATE_ATTEMPTS:
+                                continue  # the stored text changed since we looked: embed outside the lock
+                            embedded = (final_text, self.embedder.embed([final_text])[0])
+                        vector = embedded[1]
+                    digest = content_hash(final_text)
+                    duplicate = Database.find_by_hash(conn, current.namespace, digest)
+                    if duplicate is not None and duplicate != current.id:
+                        raise InvalidInput(
+                            f"memory {duplicate} in namespace {current.namespace!r} already has this text"
+                        )
+                    Database.update(
+                        conn,
+                        current.id,
+                        text=final_text,
+                        tags=current.tags if new_tags is None else new_tags,
+                        metadata=current.metadata if new_metadata is None else new_metadata,
+                        updated_at=time.time(),
+                        content_hash=digest,
+                        embedding=vector,
+                        model=self.model,
+                    )
+                self._catch_up()
+            return self.get(memory_id)
+        raise AssertionError("unreachable: the last attempt embeds inside the transaction")
 
     def delete(self, memory_id: int) -> None:
         self._refuse_if_read_only()
@@ -339,7 +424,7 @@ class MemoryService:
             self._catch_up()
 
     def _refuse_if_read_only(self) -> None:
-        if self.settings.read_only:
+        if self.read_only:
             raise ReadOnlyError(
                 "this server is read-only (LTMC_READ_ONLY): memories cannot be stored, changed or deleted"
             )
@@ -381,7 +466,12 @@ class MemoryService:
     # -- snapshots ------------------------------------------------------------------------------------------
 
     def save_snapshot(self, raise_errors: bool = True, force: bool = False) -> bool:
-        """Write the index snapshot if anything changed since the last one (or `force`). Returns whether it wrote."""
+        """Write the index snapshot if anything changed since the last one (or `force`). Returns whether it wrote.
+
+        The changes a save covers leave the unsaved count when the save starts (and come back if it fails), so
+        nobody sees a manifest on disk that holds changes the count still calls unsaved."""
+        if self.read_only:
+            return False
         with self._save_lock:
             with self._lock:
                 if self._unsaved_changes == 0 and not force:
@@ -390,13 +480,19 @@ class MemoryService:
                 # every store and search waited for it.
                 copy = self.index.clone()
                 count, seq, pending = self.index.ntotal, self._applied_seq, self._unsaved_changes
-            data = copy.serialize()
-            del copy
+                self._unsaved_changes -= pending
+                self._saving = True
             try:
+                data = copy.serialize()
+                del copy
                 manifest = self.snapshots.save(
                     data, count, self.embedder.dimension, self.model, seq, self.db.database_id
                 )
-            except StorageError as exc:
+            except BaseException as exc:
+                with self._lock:
+                    self._unsaved_changes += pending
+                if not isinstance(exc, StorageError):
+                    raise
                 self.last_snapshot_error = str(exc)
                 log.error(
                     "index snapshot not saved: %s (memories are safe in %s; the index will be rebuilt from it)",
@@ -406,8 +502,10 @@ class MemoryService:
                 if raise_errors:
                     raise
                 return False
-            with self._lock:
-                self._unsaved_changes -= pending
+            finally:
+                with self._saved:
+                    self._saving = False
+                    self._saved.notify_all()
             self.last_snapshot_error = None
             if manifest is not None:
                 self.last_snapshot_at = manifest.saved_at
@@ -415,6 +513,12 @@ class MemoryService:
                     "saved index snapshot %s: %d vectors up to change %d", self.settings.paths.index_path, count, seq
                 )
             return manifest is not None
+
+    def wait_until_saved(self, timeout: float) -> bool:
+        """Wait until every change applied so far is in a snapshot on disk and no save is under way (True), or
+        until `timeout` seconds pass (False). For shutdown paths and tests: an event to wait on, not a sleep."""
+        with self._saved:
+            return self._saved.wait_for(lambda: self._unsaved_changes == 0 and not self._saving, timeout)
 
     def _save_when_due(self) -> None:
         """Background thread: save after `snapshot_every` changes, or once changes have been quiet a while."""
@@ -446,3 +550,31 @@ class MemoryService:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _require_existing_store(data_dir: Path, db_path: Path) -> None:
+    """A read-only open never creates a store: a missing one is an error naming what is missing."""
+    never = "(a read-only open never creates one)"
+    for path, kind in ((data_dir, stat.S_ISDIR), (db_path, stat.S_ISREG)):
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            missing = "it does not exist" if path == data_dir else f"there is no {db_path.name}"
+            raise StorageError("open the memory store in", data_dir, f"{missing} {never}") from None
+        except OSError as exc:
+            raise StorageError("open the memory store in", path, exc.strerror or exc) from exc
+        if not kind(mode):
+            raise StorageError(
+                "open the memory store in", path, f"it is not a {'directory' if path == data_dir else 'file'}"
+            )
+
+
+def embedder_setting_for(model: str) -> str | None:
+    """The LTMC_EMBEDDER value whose embedder is `model`, if any (building one only locates its files)."""
+    for choice in EMBEDDER_CHOICES:
+        try:
+            if make_embedder(choice).name == model:
+                return choice
+        except LTMCError:
+            continue
+    return None

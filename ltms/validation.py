@@ -6,8 +6,8 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime, time
+from typing import Any, Literal, overload
 
 from ltms.errors import InvalidInput
 
@@ -17,7 +17,7 @@ MAX_TAGS = 32
 MAX_TAG_CHARS = 64
 MAX_QUERY_BYTES = 8 * 1024
 DEFAULT_NAMESPACE = "default"
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:@/-]{1,64}")  # fullmatch: "$" alone lets a final "\n" through
 
 
 def text(value: object, what: str, max_bytes: int) -> str:
@@ -37,12 +37,17 @@ def text(value: object, what: str, max_bytes: int) -> str:
     return value
 
 
+@overload
+def namespace(value: object, allow_none: Literal[False] = False) -> str: ...
+@overload
+def namespace(value: object, allow_none: bool) -> str | None: ...
 def namespace(value: object, allow_none: bool = False) -> str | None:
+    """A namespace; None means the default one, or with `allow_none` (a filter) no namespace at all."""
     if value is None:
         if allow_none:
             return None
         return DEFAULT_NAMESPACE
-    if not isinstance(value, str) or not _NAMESPACE.match(value):
+    if not isinstance(value, str) or not _NAMESPACE.fullmatch(value):
         raise InvalidInput(f"namespace {value!r} is invalid: use 1-64 characters from letters, digits and _ . : @ / -")
     return value
 
@@ -105,21 +110,74 @@ def score(value: object) -> float | None:
     return float(value)
 
 
-def timestamp(value: object, what: str) -> float | None:
-    """An ISO 8601 date or date-time (UTC when no offset is given), or epoch seconds."""
+# The times every read path can show: datetime (and so ISO 8601 output) covers the years 1 to 9999.
+MIN_EPOCH = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+MAX_EPOCH = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC).timestamp()
+
+
+def timestamp(value: object, what: str, end_of_day: bool = False) -> float | None:
+    """An ISO 8601 date or date-time (UTC when no offset is given), or epoch seconds, in the years 1 to 9999.
+
+    A date alone means the start of that day, or with `end_of_day` (for `until`) its last microsecond, so
+    since = until = one date covers that whole day."""
     if value is None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError as exc:
-            raise InvalidInput(f"{what} {value!r} is not an ISO 8601 date or date-time") from exc
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+    elif isinstance(value, datetime | str):
+        moment = value if isinstance(value, datetime) else _parse_iso(value, what)
+        if end_of_day and isinstance(value, str) and _is_date_only(value):
+            moment = datetime.combine(moment.date(), time.max)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        try:
+            seconds = moment.timestamp()
+        except (OverflowError, ValueError):  # an offset that pushes it past year 1 or 9999
+            seconds = math.inf
     else:
-        raise InvalidInput(f"{what} must be an ISO 8601 string, got {type(value).__name__}")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        raise InvalidInput(f"{what} must be an ISO 8601 string or epoch seconds, got {type(value).__name__}")
+    return in_time_range(seconds, what, value)
+
+
+def in_time_range(seconds: float, what: str, shown: object = None) -> float:
+    if math.isnan(seconds) or not MIN_EPOCH <= seconds <= MAX_EPOCH:
+        raise InvalidInput(
+            f"{what} {_short(seconds if shown is None else shown)} is not a time in the years 1 to 9999 "
+            f"(epoch seconds {MIN_EPOCH:.0f} to {MAX_EPOCH:.0f})"
+        )
+    return seconds
+
+
+def _parse_iso(value: str, what: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise InvalidInput(f"{what} {_short(value)} is not an ISO 8601 date or date-time") from exc
+
+
+def _is_date_only(value: str) -> bool:
+    try:
+        date.fromisoformat(value.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def time_range(since: object, until: object) -> tuple[float | None, float | None]:
+    """`since` and `until` as epoch seconds; an inverted range is an error rather than a silent empty result."""
+    start = timestamp(since, "since")
+    end = timestamp(until, "until", end_of_day=True)
+    if start is not None and end is not None and start > end:
+        raise InvalidInput(f"since {_short(since)} is later than until {_short(until)}: no memory can match")
+    return start, end
+
+
+def _short(value: object) -> str:
+    try:
+        shown = repr(value)
+    except ValueError:  # an integer beyond Python's digit limit for str()
+        return "(a number too large to show)"
+    return shown if len(shown) <= 40 else shown[:37] + "..."

@@ -67,3 +67,4 @@ if [ -n "$dev" ]; then
         fi
     fi
 fi
+if [ "${1:-}" = "--dev" ]; then "$root/scripts/install-browser.sh"; fi  # Chromium for the web page tests

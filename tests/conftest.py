@@ -1,5 +1,6 @@
 """Fixtures shared by the test suite: a temporary data directory, server processes that are always stopped at
-teardown (helpers in tests/helpers.py), a small real tmpfs for disk-full trials, and the anyio backend."""
+teardown (helpers in tests/helpers.py), a small real tmpfs for disk-full trials, the anyio backend, and the
+PostgreSQL cluster fixtures of tests/postgres_server.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ServerProcess, child_env, serve_command
+
+# The throwaway PostgreSQL cluster's fixtures (tests/postgres_server.py), registered once for every module.
+pytest_plugins = ["tests.postgres_server"]
 
 
 @pytest.fixture

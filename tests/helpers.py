@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +63,21 @@ def run_python(
     if result.returncode != 0:
         raise AssertionError(f"child failed with {result.returncode}:\n{result.stderr}")
     return result
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now. Only for a program that cannot listen on port 0 and report
+    the port it got (PostgreSQL), or for a port that must refuse connections: another process may take it first."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def close_pipes(proc: subprocess.Popen[Any]) -> None:
+    """Close a finished child's pipes: an unclosed one is a ResourceWarning, and warnings are errors here."""
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None and not stream.closed:
+            stream.close()
 
 
 def wait_until(

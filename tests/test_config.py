@@ -21,7 +21,7 @@ def test_defaults_and_sources(tmp_path: Path) -> None:
 def test_flag_beats_environment(tmp_path: Path) -> None:
     settings = Settings.load(env={"LTMC_DATA_DIR": str(tmp_path), "LTMC_HTTP_PORT": "6000"}, http_port=7000)
     assert settings.http_port == 7000
-    assert settings.sources["http_port"] == "flag --http-port"
+    assert settings.sources["http_port"] == "flag --port"
     assert Settings.load(env={"LTMC_DATA_DIR": str(tmp_path), "LTMC_HTTP_PORT": "6000"}).http_port == 6000
 
 
@@ -29,7 +29,7 @@ def test_flag_beats_environment(tmp_path: Path) -> None:
     ("env", "flags", "message"),
     [
         ({"LTMC_HTTP_PORT": "70000"}, {}, "LTMC_HTTP_PORT='70000' is invalid: must be between 0 and 65535"),
-        ({}, {"http_port": 70000}, "--http-port 70000 is invalid: must be between 0 and 65535"),
+        ({}, {"http_port": 70000}, "--port '70000' is invalid: must be between 0 and 65535"),
         ({"LTMC_READ_ONLY": "maybe"}, {}, "LTMC_READ_ONLY='maybe' is invalid"),
         ({"LTMC_EMBEDDER": "gpt"}, {}, "must be one of minilm, hash"),
         ({"LTMC_SNAPSHOT_QUIET_SECONDS": "-1"}, {}, "greater than 0"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ltms.service import MemoryService
-from tests.helpers import child_env, hash_settings, run_python, wait_until
+from tests.helpers import child_env, hash_settings, run_python
 
 STORE_ONE_AND_CHECK = """
 import logging, sys
@@ -105,7 +105,7 @@ def test_saves_are_batched_not_one_rewrite_per_store(tmp_path: Path, caplog: pyt
             service.store(f"batched memory {i}")
         assert (data / "faiss_index").stat().st_mtime_ns == first  # no store wrote the snapshot itself
         service.store("batched memory 29")
-        wait_until(lambda: service.stats()["index"]["unsaved_changes"] == 0, "the saver's save at 30 changes")
+        assert service.wait_until_saved(timeout=60), "the saver never saved at 30 changes"
         assert json.loads((data / "faiss_index.manifest.json").read_text())["count"] == 30
     # The saver ran every 0.25 s while the 30 stores went in: had it saved below the threshold, it would show here.
     saves = saves_logged(caplog)
@@ -128,8 +128,8 @@ def test_background_saver_writes_after_n_changes(tmp_path: Path) -> None:
     with MemoryService(settings) as service:
         for i in range(10):
             service.store(f"memory {i}")
-        # The counter drops once the save is complete (the manifest is written a moment before): wait for that.
-        wait_until(lambda: service.stats()["index"]["unsaved_changes"] == 0, "the saver's save at 10 changes")
+        assert service.wait_until_saved(timeout=60), "the saver never saved at 10 changes"
+        assert service.stats()["index"]["unsaved_changes"] == 0
         assert json.loads((data / "faiss_index.manifest.json").read_text())["count"] == 10
 
 
@@ -139,7 +139,7 @@ def test_background_saver_writes_after_a_quiet_period(tmp_path: Path) -> None:
     with MemoryService(settings) as service:
         for i in range(3):
             service.store(f"quiet memory {i}")
-        wait_until(lambda: service.stats()["index"]["unsaved_changes"] == 0, "the saver's save after quiet")
+        assert service.wait_until_saved(timeout=60), "the saver never saved after the quiet period"
         assert json.loads((data / "faiss_index.manifest.json").read_text())["count"] == 3
 
 

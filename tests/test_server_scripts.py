@@ -37,14 +37,13 @@ def start_script(tmp_path: Path, env: dict[str, str], *args: str) -> ServerProce
 
 @needs_installed_venv
 def test_start_server_sh_uses_absolute_default_paths_and_stops_cleanly(tmp_path: Path) -> None:
-    server = start_script(tmp_path, script_env(tmp_path, LTMC_READ_ONLY="1"), "http")
+    server = start_script(tmp_path, script_env(tmp_path), "http")
     try:
         health = server.wait_healthy()
         expected = tmp_path / "home" / ".local" / "share" / "ltmc"
         if sys.platform == "darwin":
             expected = tmp_path / "home" / "Library" / "Application Support" / "ltmc"
         assert health["data_dir"] == str(expected)
-        assert health["read_only"] is True  # settings come from the environment
         assert f"index {expected / 'faiss_index'}" in server.log()
         server.signal(signal.SIGTERM)  # the script exec'd ltmc: the signal reaches the server itself
         assert server.wait() == 0, server.log()

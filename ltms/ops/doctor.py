@@ -6,9 +6,11 @@ the write lock, and the memory service (which would rebuild or move files) is no
 writes is a probe file it removes at once, because only a real write tells whether a directory is writable
 (root ignores mode bits; immutable directories and read-only mounts refuse root too).
 
---fix never deletes a memory or a file: stray index files are renamed `<name>.stray-<timestamp>`, a bad snapshot
-is moved aside by SnapshotStore (`<name>.bad-<timestamp>`) and rebuilt from SQLite, and group/other permission
-bits are removed from the data directory. A second run finds nothing to fix and changes nothing.
+--fix never deletes a memory or a file it cannot prove is garbage: stray index files are renamed
+`<name>.stray-<timestamp>`, a bad snapshot is moved aside by SnapshotStore (`<name>.bad-<timestamp>`) and rebuilt
+from SQLite, unreadable rows are moved to the quarantine table, and group/other permission bits are removed from the
+data directory. The only files removed are temp files of snapshot saves that were killed (partial copies, never
+read). A second run finds nothing to fix and changes nothing.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from ltms.config import Settings
 from ltms.embeddings import make_embedder
 from ltms.errors import LTMCError
 from ltms.fsutil import unwritable_reason
-from ltms.ops.readonly import ReadOnlySnapshotStore, connect_readonly, table_names
+from ltms.ops.readonly import ReadOnlySnapshotStore, connect_readonly, refuse_writes, table_names
 from ltms.ops.text import human_age, human_bytes, table
 from ltms.records import iso_utc
-from ltms.vector_store.faiss_config import DEFAULT_INDEX_NAME, ResolvedPaths
+from ltms.storage.db import Database, unreadable_rows
+from ltms.vector_store.faiss_config import DB_NAME, DEFAULT_INDEX_NAME, ResolvedPaths
 from ltms.vector_store.faiss_store import Manifest, SnapshotInvalid, SnapshotMissing, SnapshotStore
 
 OK, INFO, WARN, PROBLEM = "ok", "info", "warn", "problem"
@@ -118,6 +121,8 @@ class Report:
 def run_doctor(
     settings: Settings, fix: bool = False, as_json: bool = False, scan_dirs: Sequence[Path] | None = None
 ) -> int:
+    if fix:
+        refuse_writes(settings, "doctor --fix")
     report = diagnose(settings, scan_dirs)
     if fix and report.problems:
         found = report.problems
@@ -185,7 +190,7 @@ def diagnose(settings: Settings, scan_dirs: Sequence[Path] | None = None) -> Rep
         add(*_check_directory(paths.index_path.parent, "index directory", "index_dir"))
     db = _DatabaseView(paths.db_path)
     try:
-        expected = db.model() if db.has_memories() and db.model() != configured else configured
+        expected = db.model() or configured  # a snapshot is built for the store's model
         # The snapshot is loaded before the database is read: the database only moves forward, so a snapshot
         # that a running server saves meanwhile can never look ahead of it.
         snapshot = _Snapshot.load(paths, expected, db.meta.get("database_id", ""))
@@ -193,6 +198,7 @@ def diagnose(settings: Settings, scan_dirs: Sequence[Path] | None = None) -> Rep
         add(*_check_snapshot(paths, snapshot, db))
     finally:
         db.close()
+    add(*_check_snapshot_files(paths))
     add(*_check_strays(paths, default_scan_dirs() if scan_dirs is None else scan_dirs))
 
     codes = {p.code for p in problems}
@@ -376,14 +382,6 @@ class _DatabaseView:
             self.error = str(exc)
             self.close()
 
-    def has_memories(self) -> bool:
-        if self.conn is None or "memories" not in self.tables:
-            return False
-        try:
-            return self.conn.execute("SELECT 1 FROM memories LIMIT 1").fetchone() is not None
-        except sqlite3.Error:
-            return False
-
     def model(self) -> tuple[str, int] | None:
         name, dimension = self.meta.get("model"), self.meta.get("dimension")
         if name is None or dimension is None or not dimension.isdigit():
@@ -454,12 +452,14 @@ def _check_database(
     problems: list[Problem] = []
     state = _DatabaseState()
     groups: list[tuple[str, int, int]] = []
+    unreadable: list[tuple[int, str]] = []
     conn.execute("BEGIN")
     try:
         integrity = [str(row[0]) for row in conn.execute("PRAGMA integrity_check(20)")]
         if {"memories", "changes"} <= db.tables:
             state.count = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
             state.latest = int(conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
+            unreadable = unreadable_rows(conn)
             groups = [
                 (str(m), int(size), int(n))
                 for m, size, n in conn.execute(
@@ -475,6 +475,7 @@ def _check_database(
                     )
                 }
     except sqlite3.Error as exc:
+        db.error = str(exc)  # the snapshot is then not compared with figures that were never read
         message = f"cannot read the database {db.path}: {exc}"
         return (
             Check("database", PROBLEM, message, {"path": str(db.path), "exists": True}),
@@ -509,16 +510,29 @@ def _check_database(
                 str(db.path),
             )
         )
+    if unreadable:
+        notes.append(f"{len(unreadable)} unreadable")
+        listed = "; ".join(f"id {memory_id}: {why}" for memory_id, why in unreadable[:5])
+        more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        problems.append(
+            Problem(
+                "unreadable_rows",
+                f"{len(unreadable)} memories hold values no read can show ({listed}{more})",
+                "move them whole to the quarantine table in the database (ltmc doctor --fix); nothing is deleted",
+                True,
+                str(db.path),
+            )
+        )
     if journal not in ("wal", "none yet"):
         status = WARN
         notes.append("the server switches it to WAL when it opens the database")
-    if stored and configured and state.count and stored != configured:
+    if stored and configured and stored != configured:  # even an empty store keeps its model
         problems.append(
             Problem(
                 "model_mismatch",
                 f"the memories were embedded with {stored[0]} ({stored[1]}-d) but the configured model "
                 f"is {configured[0]} ({configured[1]}-d): the server refuses to start",
-                f"configure {stored[0]} again (LTMC_EMBEDDER), or re-embed every memory: ltmc reindex --reembed",
+                _model_remedy(stored[0]),
                 False,
                 str(db.path),
             )
@@ -547,8 +561,18 @@ def _check_database(
         "latest_change": state.latest,
         "model": stored[0] if stored else None,
         "dimension": stored[1] if stored else None,
+        "unreadable_count": len(unreadable),
+        "unreadable": [{"id": memory_id, "reason": why} for memory_id, why in unreadable[:100]],
     }
     return Check("database", PROBLEM if problems else status, ", ".join(notes), data), problems
+
+
+def _model_remedy(stored: str) -> str:
+    from ltms.service import embedder_setting_for
+
+    setting = embedder_setting_for(stored)
+    back = f"configure it again (LTMC_EMBEDDER={setting})" if setting else f"no LTMC_EMBEDDER value gives {stored}"
+    return f"{back}, or re-embed every memory: ltmc reindex --reembed"
 
 
 def _journal_mode(path: Path) -> str:
@@ -617,7 +641,7 @@ def _check_snapshot(paths: ResolvedPaths, snapshot: _Snapshot, db: _DatabaseView
         human_bytes(manifest.size),
         f"saved {iso_utc(manifest.saved_at)} ({human_age(time.time() - manifest.saved_at)} ago)",
     ]
-    if db.conn is None and db.exists:
+    if db.exists and (db.conn is None or db.error):
         return Check("index snapshot", WARN, ", ".join(notes) + "; not compared with the unreadable database", data), []
     if manifest.last_seq > state.latest:
         message = (
@@ -655,6 +679,56 @@ def _leftovers(index_path: Path) -> list[Path]:
         return []
 
 
+def _check_snapshot_files(paths: ResolvedPaths) -> tuple[Check, list[Problem]]:
+    """The files around the snapshot that stop a server or waste space: a lock path that is not a file."""
+    problems: list[Problem] = []
+    notes: list[str] = []
+    lock = paths.lock_path
+    if lock.is_symlink() or (lock.exists() and not lock.is_file()):
+        kind = "symbolic link" if lock.is_symlink() else "directory" if lock.is_dir() else "special file"
+        message = f"the snapshot lock {lock} is a {kind}, not a file: a server cannot take the lock and does not start"
+        problems.append(
+            Problem(
+                "lock_not_a_file",
+                message,
+                f"move it aside to {lock.name}.bad-<timestamp> (ltmc doctor --fix); nothing is deleted",
+                True,
+                str(lock),
+            )
+        )
+        notes.append(message)
+    else:
+        notes.append(f"lock {lock} {'is a file' if lock.exists() else 'not created yet'}")
+    data: dict[str, Any] = {"lock_path": str(lock), "stale_temp_files": []}
+    try:
+        store = ReadOnlySnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path)
+        stale = store.stale_temp_files() if not problems else []
+    except (LTMCError, OSError) as exc:
+        stale = []
+        notes.append(f"temp files not checked ({exc})")
+    if stale:
+        total = sum(size for _, size in stale)
+        data["stale_temp_files"] = [str(path) for path, _ in stale]
+        message = (
+            f"{len(stale)} temp file(s) left by snapshot saves that were killed ({human_bytes(total)}): "
+            + ", ".join(path.name for path, _ in stale[:5])
+            + (", ..." if len(stale) > 5 else "")
+        )
+        notes.append(message)
+        problems.append(
+            Problem(
+                "stale_temp_files",
+                message,
+                "remove them (ltmc doctor --fix, or the next server start); no save is writing them",
+                True,
+                str(paths.index_path.parent),
+            )
+        )
+    else:
+        notes.append("no temp files left by killed saves")
+    return Check("snapshot files", PROBLEM if problems else OK, "; ".join(notes), data), problems
+
+
 # -- stray index files ------------------------------------------------------------------------------------------
 
 
@@ -681,8 +755,20 @@ def find_strays(scan_dirs: Iterable[Path], paths: ResolvedPaths) -> list[Path]:
             entries = sorted(directory.glob(STRAY_GLOB))
         except OSError:
             continue
-        found += [p for p in entries if ".stray-" not in p.name and p.suffix != ".py"]
+        found += [p for p in entries if ".stray-" not in p.name and p.suffix != ".py" and not _belongs_to_a_store(p)]
     return found
+
+
+def _belongs_to_a_store(path: Path) -> bool:
+    """Whether `path` can be a file of some LTMC store (another one than doctor's: those directories are skipped).
+    The old path bug wrote index files with no manifest, no lock and no database beside them; a store always has
+    a lock and a manifest beside its index, and its data directory holds the database."""
+    directory, name = path.parent, path.name
+    if (directory / DB_NAME).exists():
+        return True
+    if name.endswith((".manifest.json", ".lock")) or ".bad-" in name:
+        return True
+    return any((directory / f"{name}{suffix}").exists() for suffix in (".manifest.json", ".lock"))
 
 
 def _check_strays(paths: ResolvedPaths, scan_dirs: Sequence[Path]) -> tuple[Check, list[Problem]]:
@@ -718,6 +804,8 @@ def apply_fixes(settings: Settings, problems: Sequence[Problem]) -> list[Fixed]:
     """Repair the fixable problems. Never deletes: what is replaced is moved aside with a timestamp."""
     fixed: list[Fixed] = []
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    if any(p.code == "unreadable_rows" and p.fixable for p in problems):
+        fixed.append(_quarantine_rows(settings))  # first: the index is then rebuilt without them
     for problem in problems:
         if not problem.fixable or problem.path is None:
             continue
@@ -729,6 +817,23 @@ def apply_fixes(settings: Settings, problems: Sequence[Problem]) -> list[Fixed]:
                 fixed.append(Fixed(problem.code, f"chmod 700 {path} (was {before:04o})"))
             except OSError as exc:
                 fixed.append(Fixed(problem.code, f"chmod 700 {path}: {exc.strerror or exc}", ok=False))
+        elif problem.code == "lock_not_a_file":
+            target = _free_name(path.with_name(f"{path.name}.bad-{stamp}"))
+            try:
+                path.rename(target)
+                fixed.append(Fixed(problem.code, f"moved {path} aside to {target}"))
+            except OSError as exc:
+                fixed.append(Fixed(problem.code, f"move {path} to {target}: {exc.strerror or exc}", ok=False))
+        elif problem.code == "stale_temp_files":
+            paths = settings.paths
+            try:
+                removed = SnapshotStore(
+                    paths.index_path, paths.manifest_path, paths.lock_path
+                ).remove_stale_temp_files()
+                total = human_bytes(sum(size for _, size in removed))
+                fixed.append(Fixed(problem.code, f"removed {len(removed)} temp file(s) ({total}) from {path}"))
+            except (LTMCError, OSError) as exc:
+                fixed.append(Fixed(problem.code, f"remove temp files in {path}: {exc}", ok=False))
         elif problem.code == "stray_index_file":
             target = _free_name(path.with_name(f"{path.name}.stray-{stamp}"))
             try:
@@ -740,6 +845,21 @@ def apply_fixes(settings: Settings, problems: Sequence[Problem]) -> list[Fixed]:
     if snapshot_problems:
         fixed.append(_rebuild_index(settings, snapshot_problems))
     return fixed
+
+
+def _quarantine_rows(settings: Settings) -> Fixed:
+    db_path = settings.paths.db_path
+    try:
+        db = Database(db_path)
+        try:
+            with db.write() as conn:  # found again inside the transaction: exactly what is moved
+                moved = Database.quarantine(conn, unreadable_rows(conn), time.time())
+        finally:
+            db.close()
+    except (LTMCError, OSError) as exc:
+        return Fixed("unreadable_rows", f"quarantining unreadable memories failed: {exc}", ok=False)
+    ids = ", ".join(map(str, moved))
+    return Fixed("unreadable_rows", f"moved {len(moved)} memories (ids {ids}) to the quarantine table in {db_path}")
 
 
 def _free_name(target: Path) -> Path:

@@ -1,4 +1,8 @@
-"""A one-line progress bar on stderr, drawn only when stderr is a terminal (quiet in pipes and logs)."""
+"""A one-line progress bar on stderr, drawn only when stderr is a terminal (quiet in pipes and logs).
+
+While drawn it is the terminal's status line (ltms.logs): a log line clears it and redraws it below, and closing
+it ends the line without drawing the same state a second time.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ import sys
 import time
 from typing import TextIO
 
+from ltms.logs import screen_lock, show_status
+
 _BAR_WIDTH = 24
 
 
-def _is_terminal(stream: TextIO) -> bool:
+def is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):  # no isatty, or a closed stream
@@ -32,11 +38,12 @@ class ProgressBar:
         self.total = total
         self.done = 0
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = _is_terminal(self.stream) if enabled is None else enabled
+        self.enabled = is_terminal(self.stream) if enabled is None else enabled
         self.min_interval = min_interval
         self._started = time.monotonic()
         self._last_draw = float("-inf")
         self._drawn = False
+        self._drawn_done = -1  # the count the line on screen shows
 
     def __call__(self, done: int, total: int | None = None) -> None:
         self.update(done, total)
@@ -71,17 +78,33 @@ class ProgressBar:
         return text[:width]
 
     def _draw(self, now: float) -> None:
-        self.stream.write("\r" + self.render(now) + "\x1b[K")
+        with screen_lock():
+            self.stream.write("\r" + self.render(now) + "\x1b[K")
+            self.stream.flush()
+            if not self._drawn:
+                show_status(self)
+            self._drawn = True
+            self._drawn_done = self.done
+
+    def clear(self) -> None:
+        """Blank the line (a log line is about to be written)."""
+        self.stream.write("\r\x1b[K")
         self.stream.flush()
-        self._drawn = True
+
+    def redraw(self) -> None:
+        self._draw(time.monotonic())
 
     def close(self) -> None:
-        """Draw the final state and end the line (only if anything was drawn)."""
-        if self.enabled and self._drawn:
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
+        """End the line, first drawing the final state if the screen does not show it yet (only if anything was
+        drawn)."""
+        with screen_lock():
+            if self.enabled and self._drawn:
+                if self._drawn_done != self.done:
+                    self._draw(time.monotonic())
+                self.stream.write("\n")
+                self.stream.flush()
+                self._drawn = False
+                show_status(None)
 
     def __enter__(self) -> ProgressBar:
         return self

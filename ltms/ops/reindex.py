@@ -16,7 +16,8 @@ import time
 from ltms.config import Settings
 from ltms.embeddings import Embedder, make_embedder
 from ltms.ops.progress import ProgressBar
-from ltms.ops.text import human_bytes
+from ltms.ops.readonly import refuse_writes
+from ltms.ops.text import human_bytes, plural
 from ltms.storage.db import Database
 from ltms.vector_store.faiss_config import prepare_directories
 
@@ -28,10 +29,11 @@ REEMBED_BATCH = 64
 def run_reindex(settings: Settings, reembed: bool = False, embedder: Embedder | None = None) -> int:
     from ltms.service import MemoryService
 
+    refuse_writes(settings, "reindex --reembed" if reembed else "reindex")
     embedder = embedder if embedder is not None else make_embedder(settings.embedder)
     if reembed:
         count = reembed_all(settings, embedder)
-        print(f"re-embedded {count} memories with {embedder.name} ({embedder.dimension}-d)")
+        print(f"re-embedded {plural(count, 'memory')} with {embedder.name} ({embedder.dimension}-d)")
     with MemoryService(settings, embedder, allow_model_change=reembed, background_saves=False) as service:
         if service.index_state in ("created", "rebuilt"):
             # The snapshot was missing or unusable (after --reembed: built for the old model), so opening the
@@ -51,8 +53,8 @@ def run_reindex(settings: Settings, reembed: bool = False, embedder: Embedder | 
                 log.info("another process saved a newer snapshot meanwhile; it was kept")
     size = settings.paths.index_path.stat().st_size
     print(
-        f"reindexed {vectors} vectors ({embedder.name}, {embedder.dimension}-d) into {settings.paths.index_path} "
-        f"({human_bytes(size)})"
+        f"reindexed {plural(vectors, 'vector')} ({embedder.name}, {embedder.dimension}-d) "
+        f"into {settings.paths.index_path} ({human_bytes(size)})"
     )
     return 0
 

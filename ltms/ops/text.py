@@ -13,6 +13,15 @@ def human_bytes(size: float) -> str:
     raise AssertionError("unreachable")
 
 
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """`1 memory`, `3 memories`, `0 vectors`."""
+    if count == 1:
+        return f"{count} {singular}"
+    if plural_form is None:
+        plural_form = singular[:-1] + "ies" if singular.endswith("y") else singular + "s"
+    return f"{count} {plural_form}"
+
+
 def human_age(seconds: float) -> str:
     seconds = max(seconds, 0.0)
     if seconds < 120:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,7 +32,10 @@ from ltms.embeddings import Embedder, make_embedder
 from ltms.errors import InvalidInput, StorageError
 from ltms.fsutil import atomic_writer
 from ltms.ops.progress import ProgressBar
-from ltms.ops.readonly import connect_readonly, table_names
+from ltms.ops.readonly import connect_readonly, refuse_writes, table_names
+from ltms.ops.text import plural
+from ltms.records import epoch_or_nan, iso_utc
+from ltms.storage.db import stored_metadata, stored_tags, unreadable_rows
 
 FIELDS = ("id", "text", "namespace", "tags", "metadata", "created_at", "updated_at")
 OPTIONAL_FIELDS = ("model", "embedding", "content_hash")
@@ -40,21 +43,25 @@ MAX_REPORTED_ERRORS = 20
 EMBED_CHUNK = 256
 
 
-def iso_micro(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def iso_micro(stored: object) -> str | None:
+    """A stored timestamp as ISO 8601 with microseconds; None (null: import stores "now") when no date can show it."""
+    seconds = epoch_or_nan(stored)
+    if math.isnan(seconds) or not validation.MIN_EPOCH <= seconds <= validation.MAX_EPOCH:
+        return None
+    return iso_utc(seconds, "microseconds")
 
 
 # -- export ---------------------------------------------------------------------------------------------------
 
 
-def run_export(settings: Settings, file: str, with_embeddings: bool = False) -> int:
+def run_export(settings: Settings, file: str, with_embeddings: bool = False, force: bool = False) -> int:
     db_path = settings.paths.db_path
     to_stdout = file == "-"
     target = None if to_stdout else Path(file).expanduser().absolute()
-    if target is not None and target.is_dir():
-        raise InvalidInput(f"cannot export to {target}: it is a directory")
+    if target is not None:
+        _check_target(target, settings, force)
     try:
-        with _exporting(target) as out:
+        with _exporting(target, overwrite=force) as out:
             count = _write_memories(db_path, out, with_embeddings)
     except BrokenPipeError:  # `ltmc export - | head`: the reader left; that is not an error worth a traceback
         with contextlib.suppress(OSError):
@@ -63,17 +70,39 @@ def run_export(settings: Settings, file: str, with_embeddings: bool = False) -> 
     where = "stdout" if to_stdout else str(target)
     note = "" if db_path.exists() else f" (there is no database at {db_path} yet)"
     # With '-', stdout carries the data: the summary goes to stderr.
-    print(f"exported {count} memories to {where}{note}", file=sys.stderr if to_stdout else sys.stdout)
+    print(f"exported {plural(count, 'memory')} to {where}{note}", file=sys.stderr if to_stdout else sys.stdout)
     return 0
 
 
+def _check_target(target: Path, settings: Settings, force: bool) -> None:
+    """Refuse a target that would destroy the store, or (without --force) any existing file."""
+    if target.is_dir():
+        raise InvalidInput(f"cannot export to {target}: it is a directory")
+    paths = settings.paths
+    data_dir = paths.data_dir.resolve()
+    if target.resolve().is_relative_to(data_dir):
+        raise InvalidInput(
+            f"cannot export to {target}: it is inside the data directory {data_dir}; write the export elsewhere"
+        )
+    store_files = [paths.db_path, paths.index_path, paths.manifest_path, paths.lock_path]
+    store_files += [paths.db_path.with_name(paths.db_path.name + suffix) for suffix in ("-wal", "-shm")]
+    for store_file in store_files:
+        same = target.resolve() == store_file.resolve()
+        with contextlib.suppress(OSError):  # a hard link to a store file is that file too
+            same = same or os.path.samefile(target, store_file)
+        if same:
+            raise InvalidInput(f"cannot export to {target}: it is the store's own file {store_file}")
+    if not force and os.path.lexists(target):
+        raise InvalidInput(f"cannot export to {target}: the file exists (use --force to replace it)")
+
+
 @contextlib.contextmanager
-def _exporting(target: Path | None) -> Iterator[BinaryIO]:
+def _exporting(target: Path | None, overwrite: bool) -> Iterator[BinaryIO]:
     if target is None:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    with atomic_writer(target) as handle:
+    with atomic_writer(target, overwrite=overwrite) as handle:
         yield handle
 
 
@@ -87,6 +116,7 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
             return 0
         conn.execute("BEGIN")  # one consistent state, whatever other processes commit meanwhile
         total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
+        unreadable = unreadable_rows(conn)
         with ProgressBar("exporting", total) as bar:
             last = 0
             while True:
@@ -107,6 +137,13 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
         raise StorageError("read memories from", db_path, exc) from exc
     finally:
         conn.close()
+    if unreadable:
+        ids = ", ".join(str(memory_id) for memory_id, _ in unreadable[:10]) + (", ..." if len(unreadable) > 10 else "")
+        print(
+            f"ltmc: warning: {len(unreadable)} memories have values no date or JSON can show (ids {ids}); they were "
+            "exported with null times and empty tags/metadata where unreadable. `ltmc doctor` lists them.",
+            file=sys.stderr,
+        )
     return count
 
 
@@ -116,8 +153,8 @@ def _line(row: Sequence[Any], with_embeddings: bool) -> dict[str, Any]:
         "id": int(memory_id),
         "text": text,
         "namespace": namespace,
-        "tags": json.loads(tags),
-        "metadata": json.loads(metadata),
+        "tags": stored_tags(tags) or [],
+        "metadata": stored_metadata(metadata) or {},
         "created_at": iso_micro(created),
         "updated_at": iso_micro(updated),
     }
@@ -144,6 +181,7 @@ class ImportItem:
 def run_import(settings: Settings, file: str, embedder: Embedder | None = None) -> int:
     from ltms.service import MemoryService
 
+    refuse_writes(settings, "import")
     source = "stdin" if file == "-" else str(Path(file).expanduser().absolute())
     items, errors = parse_file(file, settings)
     if len(errors) == 1:
@@ -164,7 +202,7 @@ def run_import(settings: Settings, file: str, embedder: Embedder | None = None) 
                 timestamps=[(i.created_at, i.updated_at) for i in items],
             )
     created = sum(r.created for r in results)
-    print(f"imported {created}, already present {len(results) - created} (from {source}, {len(items)} lines)")
+    print(f"imported {created}, already present {len(results) - created} (from {source}, {plural(len(items), 'line')})")
     return 0
 
 

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ltms import __version__
 from ltms.config import Settings
 from ltms.service import MemoryService
+from ltms.web import web_routes
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ def build_http_app(mcp: MCPServer, service: MemoryService, settings: Settings) -
         if path not in seen:  # the SDK repeats custom routes in both sub-apps
             seen.add(path)
             routes.append(route)
+    routes += web_routes(service, settings)  # the web page under /ui
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -24,7 +24,9 @@ from pydantic import BaseModel, Field
 from ltms import __version__, validation
 from ltms.config import Settings
 from ltms.errors import LTMCError
+from ltms.ops.stats import NAMESPACE_LIMIT, limit_namespaces
 from ltms.records import Memory, iso_utc
+from ltms.server.arguments import RefusingTool, StrictTool
 from ltms.service import MemoryService
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,28 @@ later by meaning with retrieve_memory (a natural-language query, not keywords). 
 retrieve_memory and list_memories results (truncated: true); get_memory returns a memory whole. Use namespaces \
 to keep projects apart and tags to label memories; filters on both apply before the top-k cut."""
 READ_ONLY_NOTE = " This server is read-only: memories can be searched and read here, not stored or changed."
+READ_ONLY_REFUSAL = (
+    "this server is read-only (started with --read-only or LTMC_READ_ONLY=1): memories can be searched and read "
+    "here, not stored, changed or deleted"
+)
+# What `score` means, for the retrieve_memory description, the Hit schema and the README (figures: all-MiniLM-L6-v2
+# on tests/data/semantic_set.json, 20 paraphrased questions).
+SCORE_MEANING = (
+    "cosine similarity between the query and the memory under the embedding model, -1..1, higher is closer. "
+    "It ranks results within one query; it is not a probability, and an unrelated memory still gets a score"
+)
+NO_MATCH_ADVICE = (
+    "To tell 'no good match': read the top results against the question, or pass min_score as a floor. "
+    "Measured with the default model: right answers to paraphrased questions scored 0.34-0.80, the best memory "
+    "for a question whose answer was not stored 0.08-0.36; min_score 0.4 kept 16 of 20 right answers and dropped "
+    "20 of 20 non-answers"
+)
 
 T = TypeVar("T")
+# The service's own bounds, published in the schemas too: unbounded, a 5,000-digit integer reached the service and
+# failed as an internal error (Python will not print it in the error message).
+MAX_ID = 2**63 - 1
+MAX_OFFSET = 2**62
 
 
 # -- output models (they are also the tools' published output schemas) ----------------------------------------
@@ -62,7 +84,7 @@ class MemoryView(BaseModel):
 
 
 class Hit(MemoryView):
-    score: float = Field(description="cosine similarity to the query, -1..1 (higher is closer)")
+    score: float = Field(description=SCORE_MEANING)
 
 
 class RetrieveResult(BaseModel):
@@ -138,16 +160,12 @@ TagsFilter = Annotated[list[str] | None, Field(description="only memories carryi
 # strict: a JSON integer only. Lax validation turned `true` into id 1 (and "2" into 2), so delete_memory(id=true)
 # deleted memory 1.
 MemoryId = Annotated[
-    int, Field(ge=1, strict=True, description="a memory id, as returned by store_memory or retrieve_memory")
+    int,
+    Field(ge=1, le=MAX_ID, strict=True, description="a memory id, as returned by store_memory or retrieve_memory"),
 ]
 
 
 # -- the server --------------------------------------------------------------------------------------------------
-
-
-def register(mcp: MCPServer, fn: Callable[..., Any], title: str, annotations: ToolAnnotations) -> None:
-    # The docstring is the description an LLM reads: without its source indentation.
-    mcp.add_tool(fn, title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=annotations)
 
 
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -159,10 +177,11 @@ def build_server(
     token_verifier: TokenVerifier | None = None,
     auth: AuthSettings | None = None,
 ) -> MCPServer:
-    """An MCPServer whose tools call `service`. Read-only settings register only the reading tools.
+    """An MCPServer whose tools call `service`. With read-only settings the writing tools are still listed (so a
+    client learns why they fail) but refuse every call, saying the server is read-only.
 
     `token_verifier` and `auth` (both or neither) protect the HTTP transports; stdio is never authenticated."""
-    mcp: MCPServer = MCPServer(
+    return MCPServer(
         name=SERVER_NAME,
         title="LTMC long-term memory",
         version=__version__,
@@ -170,8 +189,11 @@ def build_server(
         log_level=settings.log_level,
         token_verifier=token_verifier,
         auth=auth,
+        tools=[*_reading_tools(service, settings), *_writing_tools(service, settings)],
     )
 
+
+def _reading_tools(service: MemoryService, settings: Settings) -> list[StrictTool]:
     def retrieve_memory(
         query: Annotated[str, Field(description="what to look for, in natural language; matched by meaning")],
         k: Annotated[int, Field(ge=1, le=validation.MAX_K, description="how many memories to return at most")] = 5,
@@ -186,7 +208,13 @@ def build_server(
         ] = None,
         until: Annotated[str | None, Field(description="only memories created at or before this ISO 8601 time")] = None,
         min_score: Annotated[
-            float | None, Field(ge=-1.0, le=1.0, description="drop results below this cosine similarity (-1..1)")
+            float | None,
+            Field(
+                ge=-1.0,
+                le=1.0,
+                allow_inf_nan=False,
+                description="leave out results whose score is below this (-1..1; see score)",
+            ),
         ] = None,
     ) -> RetrieveResult:
         """Find the stored memories closest in meaning to `query`, closest first, with their similarity scores.
@@ -216,7 +244,9 @@ def build_server(
         namespace: Annotated[str | None, Field(description="list only this namespace (default: all)")] = None,
         tags: TagsFilter = None,
         limit: Annotated[int, Field(ge=1, le=validation.MAX_PAGE, description="page size")] = 20,
-        offset: Annotated[int, Field(ge=0, description="how many memories to skip (from next_offset)")] = 0,
+        offset: Annotated[
+            int, Field(ge=0, le=MAX_OFFSET, description="how many memories to skip (from next_offset)")
+        ] = 0,
     ) -> ListResult:
         """List memories newest first, a page at a time. Long texts are shortened (truncated: true)."""
         page = call("list_memories", service.list, namespace=namespace, tags=tags, limit=limit, offset=offset)
@@ -229,22 +259,28 @@ def build_server(
         )
 
     def memory_stats() -> dict[str, Any]:
-        """Counts per namespace, the embedding model, and the state of the search index and its snapshot."""
-        stats = call("memory_stats", service.stats)
+        stats = limit_namespaces(call("memory_stats", service.stats))
         stats["read_only"] = settings.read_only
         stats["version"] = __version__
         return stats
 
-    register(mcp, retrieve_memory, "Retrieve memories by meaning", READ)
-    register(mcp, get_memory, "Get one memory in full", READ)
-    register(mcp, list_memories, "List memories", READ)
-    register(mcp, memory_stats, "Memory statistics", READ)
-    if not settings.read_only:
-        _add_writing_tools(mcp, service, settings)
-    return mcp
+    retrieve_doc = f"{inspect.cleandoc(retrieve_memory.__doc__ or '')}\n\nscore: {SCORE_MEANING}. {NO_MATCH_ADVICE}."
+    stats_doc = (
+        "Memory counts, the embedding model, and the state of the search index and its snapshot. `namespaces` maps "
+        f"the {NAMESPACE_LIMIT} largest namespaces to their memory counts, largest first; `namespace_count` is how "
+        "many there are and `namespaces_omitted` how many were left out."
+    )
+    return [
+        StrictTool.build(retrieve_memory, "Retrieve memories by meaning", READ, retrieve_doc),
+        StrictTool.build(get_memory, "Get one memory in full", READ),
+        StrictTool.build(list_memories, "List memories", READ),
+        StrictTool.build(memory_stats, "Memory statistics", READ, stats_doc),
+    ]
 
 
-def _add_writing_tools(mcp: MCPServer, service: MemoryService, settings: Settings) -> None:
+def _writing_tools(service: MemoryService, settings: Settings) -> list[StrictTool]:
+    """store, update and delete; with read-only settings, listed tools that refuse every call."""
+
     def store_memory(
         text: Annotated[
             str,
@@ -303,21 +339,21 @@ def _add_writing_tools(mcp: MCPServer, service: MemoryService, settings: Setting
         return DeleteResult(id=id, deleted=True)
 
     # store is idempotent: the same text in the same namespace is deduplicated to the same id.
-    register(
-        mcp,
-        store_memory,
-        "Store a memory",
-        ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False),
-    )
-    register(
-        mcp,
-        update_memory,
-        "Update a memory",
-        ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False),
-    )
-    register(
-        mcp,
-        delete_memory,
-        "Delete a memory",
-        ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False),
-    )
+    writes: list[tuple[Callable[..., Any], str, bool]] = [
+        (store_memory, "Store a memory", False),
+        (update_memory, "Update a memory", True),
+        (delete_memory, "Delete a memory", True),
+    ]
+    tools: list[StrictTool] = []
+    for fn, title, destructive in writes:
+        annotations = ToolAnnotations(
+            read_only_hint=False, destructive_hint=destructive, idempotent_hint=True, open_world_hint=False
+        )
+        if settings.read_only:
+            doc = f"Unavailable: {READ_ONLY_REFUSAL}. {inspect.cleandoc(fn.__doc__ or '')}"
+            refusing = RefusingTool.build(fn, title, annotations, doc)
+            refusing.refusal = READ_ONLY_REFUSAL
+            tools.append(refusing)
+        else:
+            tools.append(StrictTool.build(fn, title, annotations))
+    return tools

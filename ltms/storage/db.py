@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ltms.errors import StorageError
-from ltms.records import Memory
+from ltms import validation
+from ltms.errors import InvalidInput, StorageError
+from ltms.fsutil import unwritable_reason
+from ltms.records import Memory, epoch_or_nan
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
@@ -57,6 +59,13 @@ CREATE TABLE IF NOT EXISTS memory_tags (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS memory_tags_memory ON memory_tags(memory_id);
 -- The change log: every process replays rows newer than the last one its in-memory index has seen.
+-- Rows `ltmc doctor --fix` found unreadable, moved here whole (never deleted). No types or constraints: the
+-- values are kept exactly as they were stored, whatever they are.
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, namespace, text, tags, metadata, created_at, updated_at, content_hash, embedding, model,
+    reason         TEXT NOT NULL,
+    quarantined_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS changes (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     memory_id INTEGER NOT NULL,
@@ -66,14 +75,42 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 
 _COLUMNS = "id, text, namespace, tags, metadata, created_at, updated_at, content_hash"
+_ALL_COLUMNS = "id, namespace, text, tags, metadata, created_at, updated_at, content_hash, embedding, model"
+
+# Rows no read path can show as they are: a time outside the years 1-9999 (inf, 1e20, text), text that is not
+# text, tags that are not a JSON list of strings, metadata that is not a JSON object. CASE keeps the JSON
+# functions away from malformed JSON (they raise on it).
+_UNREADABLE = """
+SELECT id, text, tags, metadata, created_at, updated_at FROM memories WHERE
+    typeof(created_at) NOT IN ('real', 'integer') OR created_at NOT BETWEEN ?1 AND ?2
+    OR typeof(updated_at) NOT IN ('real', 'integer') OR updated_at NOT BETWEEN ?1 AND ?2
+    OR typeof(text) != 'text'
+    OR CASE WHEN json_valid(tags) THEN json_type(tags) != 'array'
+        OR EXISTS (SELECT 1 FROM json_each(memories.tags) WHERE type != 'text') ELSE 1 END
+    OR CASE WHEN json_valid(metadata) THEN json_type(metadata) != 'object' ELSE 1 END
+ORDER BY id
+"""
 
 
 class Database:
-    """One connection, shared by the threads of one process under a lock."""
+    """One connection, shared by the threads of one process under a lock.
 
-    def __init__(self, path: Path) -> None:
+    `read_only`: the file must exist already; it is opened with `connect_readonly` (never created, migrated or
+    written; on read-only media it works too), and every write transaction fails."""
+
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self._lock = threading.RLock()
+        if read_only:
+            self._conn, self.how = connect_readonly(path)
+            self._identity = self._file_identity()
+            tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"meta", "memories", "changes"} <= tables:
+                self._conn.close()
+                raise StorageError("open", path, "it holds no LTMC memory store (its tables are missing)")
+            return
+        self.how = "read-write"
         try:
             # Owner-only from the start; SQLite gives the -wal and -shm files the database file's mode.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -194,6 +231,11 @@ class Database:
         return self.get_meta("database_id") or ""
 
     @staticmethod
+    def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    @staticmethod
     def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute(
             "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -208,6 +250,12 @@ class Database:
             "SELECT id FROM memories WHERE namespace = ? AND content_hash = ?", (namespace, content_hash)
         ).fetchone()
         return int(row[0]) if row else None
+
+    @staticmethod
+    def fetch(conn: sqlite3.Connection, memory_id: int) -> Memory | None:
+        """The memory as this transaction sees it (an update merges from this, never from an earlier read)."""
+        row = conn.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ?", (memory_id,)).fetchone()
+        return _memory(row) if row else None
 
     @staticmethod
     def insert(
@@ -291,6 +339,21 @@ class Database:
         if deleted:
             Database.log_change(conn, memory_id, "delete", at)
         return bool(deleted)
+
+    @staticmethod
+    def quarantine(conn: sqlite3.Connection, rows: Sequence[tuple[int, str]], at: float) -> list[int]:
+        """Move each (id, reason) row whole into the quarantine table, out of every read path. Returns the ids
+        moved; the change log records a delete, so every process drops them from its index."""
+        moved = []
+        for memory_id, reason in rows:
+            copied = conn.execute(
+                f"INSERT INTO quarantine({_ALL_COLUMNS}, reason, quarantined_at)"
+                f" SELECT {_ALL_COLUMNS}, ?, ? FROM memories WHERE id = ?",
+                (reason, at, memory_id),
+            ).rowcount
+            if copied and Database.delete(conn, memory_id, at):
+                moved.append(memory_id)
+        return moved
 
     @staticmethod
     def log_change(conn: sqlite3.Connection, memory_id: int, op: str, at: float) -> None:
@@ -382,20 +445,118 @@ class Database:
         rows = self._query(f"SELECT id FROM memories{where}", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def page(self, namespace: str | None, tags: Sequence[str], limit: int, offset: int) -> tuple[list[Memory], int]:
+    def page(
+        self,
+        namespace: str | None,
+        tags: Sequence[str],
+        limit: int,
+        offset: int,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> tuple[list[Memory], int]:
         """Newest first."""
-        where, params = _filters(namespace, tags, None, None)
+        where, params = _filters(namespace, tags, since, until)
         total = int(self._query(f"SELECT count(*) FROM memories{where}", params)[0][0])
         rows = self._query(
             f"SELECT {_COLUMNS} FROM memories{where} ORDER BY id DESC LIMIT ? OFFSET ?", [*params, limit, offset]
         )
         return [_memory(r) for r in rows], total
 
+    def integrity_problems(self, limit: int = 3) -> list[str]:
+        """What SQLite's integrity check finds wrong ([] when healthy), on a connection of its own so it can run
+        while this one is in use. A database too damaged to check reports why."""
+        try:
+            conn, _how = connect_readonly(self.path)
+            try:
+                found = [str(row[0]) for row in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+            finally:
+                conn.close()
+        except (sqlite3.Error, StorageError) as exc:
+            return [str(exc.reason if isinstance(exc, StorageError) else exc)]
+        if found == ["ok"]:
+            return []
+        # One row may hold several lines: keep the error message one line.
+        return [" / ".join(line.strip() for line in row.splitlines() if line.strip())[:200] for row in found]
+
     def integrity_check(self) -> str:
         return str(self._query("PRAGMA integrity_check")[0][0])
 
     def journal_mode(self) -> str:
         return str(self._query("PRAGMA journal_mode")[0][0])
+
+
+def connect_readonly(path: Path) -> tuple[sqlite3.Connection, str]:
+    """A read-only connection to the database at `path` and how it was opened ("read-only" or "immutable")."""
+    uri = path.absolute().as_uri()
+    try:
+        return _connect(uri + "?mode=ro"), "read-only"
+    except sqlite3.OperationalError as first:
+        if os.access(path.parent, os.W_OK | os.X_OK) and unwritable_reason(path.parent) is None:
+            raise StorageError("open the database read-only", path, first) from first
+        try:
+            return _connect(uri + "?mode=ro&immutable=1"), "immutable (its directory is not writable)"
+        except sqlite3.Error as exc:
+            raise StorageError("open the database read-only", path, exc) from exc
+    except sqlite3.Error as exc:
+        raise StorageError("open the database read-only", path, exc) from exc
+
+
+def _connect(uri: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the file is really opened here
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def unreadable_rows(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(id, what is wrong) for every memory row no read path can show as stored. Works on any connection
+    (doctor's read-only one included)."""
+    rows = conn.execute(_UNREADABLE, (validation.MIN_EPOCH, validation.MAX_EPOCH)).fetchall()
+    return [(int(row[0]), _what_is_wrong(row)) for row in rows]
+
+
+def _what_is_wrong(row: Sequence[Any]) -> str:
+    _id, text, tags, metadata, created, updated = row
+    found = []
+    for name, value in (("created_at", created), ("updated_at", updated)):
+        try:
+            validation.in_time_range(epoch_or_nan(value), name, value)
+        except InvalidInput as exc:
+            found.append(str(exc).split(" (epoch")[0])
+    if not isinstance(text, str):
+        found.append(f"text is stored as {type(text).__name__}")
+    if stored_tags(tags) is None:
+        found.append(f"tags {_short(tags)} are not a JSON list of strings")
+    if stored_metadata(metadata) is None:
+        found.append(f"metadata {_short(metadata)} is not a JSON object")
+    return "; ".join(found) or "unreadable"
+
+
+def stored_tags(raw: object) -> list[str] | None:
+    """The tags stored as JSON, or None when they are not a JSON list of strings."""
+    value = _json_or_none(raw)
+    return value if isinstance(value, list) and all(isinstance(t, str) for t in value) else None
+
+
+def stored_metadata(raw: object) -> dict[str, Any] | None:
+    value = _json_or_none(raw)
+    return value if isinstance(value, dict) else None
+
+
+def _json_or_none(raw: object) -> Any:
+    try:
+        return json.loads(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def embedding_from_blob(blob: bytes, dimension: int) -> np.ndarray:
@@ -443,9 +604,9 @@ def _memory(row: Sequence[Any]) -> Memory:
         id=int(row[0]),
         text=row[1],
         namespace=row[2],
-        tags=json.loads(row[3]),
-        metadata=json.loads(row[4]),
-        created_at=float(row[5]),
-        updated_at=float(row[6]),
+        tags=stored_tags(row[3]) or [],  # unreadable values read as empty; doctor reports the row
+        metadata=stored_metadata(row[4]) or {},
+        created_at=epoch_or_nan(row[5]),
+        updated_at=epoch_or_nan(row[6]),
         content_hash=row[7],
     )

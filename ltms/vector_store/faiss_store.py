@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
@@ -109,7 +110,7 @@ class Manifest:
     sha256: str
     size: int
     saved_at: float
-    database_id: str = ""  # the database it was built from ("" in snapshots written before it was recorded)
+    database_id: str = ""  # the database it was built from ("" in old snapshots: treated as foreign, rebuilt once)
     # While a save is under way: the manifest of the index bytes about to replace the current ones. A process
     # killed between the two file replacements leaves the new index beside this manifest, and it still loads.
     pending: dict[str, Any] | None = None
@@ -123,10 +124,46 @@ class Manifest:
 class SnapshotStore:
     """Saves and loads index snapshots at one path, guarded by a file lock shared across processes."""
 
-    def __init__(self, index_path: Path, manifest_path: Path, lock_path: Path) -> None:
+    def __init__(self, index_path: Path, manifest_path: Path, lock_path: Path, read_only: bool = False) -> None:
         self.index_path = index_path
         self.manifest_path = manifest_path
         self.lock_path = lock_path
+        self.read_only = read_only  # never creates the lock file, never takes the write lock (read-only media)
+        # The names atomic_writer gives its temp files (mkstemp: 8 random characters) for the two snapshot files.
+        names = "|".join(re.escape(p.name) for p in (index_path, manifest_path))
+        self._temp_name = re.compile(rf"\.(?:{names})\.[A-Za-z0-9_]{{8}}\.tmp")
+
+    def stale_temp_files(self) -> list[tuple[Path, int]]:
+        """(path, size) of every temp file a killed save left behind. Listed under the shared lock, which no
+        save holds the exclusive lock against: a temp file still there is not being written."""
+        with self._locked(exclusive=False):
+            return self._temp_files()
+
+    def remove_stale_temp_files(self) -> list[tuple[Path, int]]:
+        """Remove the temp files killed saves left behind (under the exclusive lock: no live save is writing
+        one then). Returns what was removed; a file that cannot be removed raises StorageError naming it."""
+        with self._locked(exclusive=True):
+            found = self._temp_files()
+            for path, _size in found:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise StorageError("remove the stale temp file", path, exc.strerror or exc) from exc
+        for path, size in found:
+            log.warning("removed %s (%d bytes), left by a snapshot save that was killed", path, size)
+        return found
+
+    def _temp_files(self) -> list[tuple[Path, int]]:
+        try:
+            entries = sorted(self.index_path.parent.iterdir())
+        except OSError:
+            return []
+        found = []
+        for path in entries:
+            if self._temp_name.fullmatch(path.name):
+                with contextlib.suppress(OSError):
+                    found.append((path, path.lstat().st_size))
+        return found
 
     def read_manifest(self) -> Manifest | None:
         try:
@@ -236,6 +273,10 @@ class SnapshotStore:
 
     @contextlib.contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
+        if self.read_only:
+            with self._shared_if_present(exclusive):
+                yield
+            return
         try:
             handle = os.fdopen(os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
         except OSError as exc:
@@ -246,6 +287,23 @@ class SnapshotStore:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _shared_if_present(self, exclusive: bool) -> Iterator[None]:
+        if exclusive:
+            raise StorageError("take the write lock", self.lock_path, "this is a read-only view of the snapshot")
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            yield  # nobody has ever saved a snapshot here through this lock
+            return
+        except OSError as exc:
+            raise StorageError("open lock file", self.lock_path, exc.strerror or exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
 
 def _file_digest(path: Path) -> tuple[int, str]:
@@ -262,7 +320,13 @@ def _check_fits(manifest: Manifest, dimension: int, model: str, database_id: str
         raise SnapshotInvalid(f"built with model {manifest.model!r}, configured model is {model!r}")
     if manifest.dimension != dimension:
         raise SnapshotInvalid(f"dimension {manifest.dimension}, expected {dimension}")
-    if database_id and manifest.database_id and manifest.database_id != database_id:
+    # A snapshot that does not name this database is foreign, blank id included: a blank id matches anything,
+    # and a copied snapshot with the id removed would otherwise answer every search with another store's memories.
+    if database_id and manifest.database_id != database_id:
+        if not str(manifest.database_id or "").strip():
+            raise SnapshotInvalid(
+                f"it records no database id, so it cannot be shown to come from this database (id {database_id})"
+            )
         raise SnapshotInvalid(
             f"it was built from another database (id {manifest.database_id}; this one is {database_id})"
         )

@@ -1,0 +1,37 @@
+"""The keyword leg's query terms: plain words, never query syntax.
+
+A user's query is reduced to its distinct lower-case words, minus English stop words, so that no input can be an
+FTS5 or tsquery syntax error (quotes, AND/OR/NOT/NEAR, `*`, `-`, `:`, parentheses are just separators here) and
+common words do not drown the rare ones. Measured on a long-conversation benchmark: dropping stop words from the
+query added 5 points of recall@10 to BM25 (docs/retrieval.md). Each backend quotes every term for its own engine.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_TERMS = 32
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+# A short English stop list (the usual function words). Documents keep them; only the query drops them.
+STOP_WORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below between
+    both but by can could did do does doing down during each few for from further had has have having he her here
+    hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of
+    off on once only or other our ours ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too under until up very was we were what
+    when where which while who whom why will with would you your yours yourself yourselves""".split()  # noqa: SIM905 - readable as prose
+)
+
+
+def query_terms(query: str) -> list[str]:
+    """Distinct words of `query` in order, lower-cased, stop words removed (all of them kept if nothing else is)."""
+    words = list(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
+    content = [word for word in words if word not in STOP_WORDS]
+    return (content or words)[:MAX_TERMS]
+
+
+def fts5_match(terms: list[str]) -> str:
+    """An FTS5 MATCH expression: any of the terms, each a quoted string (a quote inside is doubled)."""
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
