@@ -113,6 +113,42 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any], Any, str]] = {
         2000,
         "longest text returned per memory by retrieve/list before truncation",
     ),
+    "allowed_origins": (
+        "LTMC_ALLOWED_ORIGINS",
+        _names,
+        (),
+        "extra browser Origins the HTTP server accepts, exactly, comma-separated (e.g. http://localhost:6274)",
+    ),
+    "http_max_connections": (
+        "LTMC_HTTP_MAX_CONNECTIONS",
+        _int_in(8, 100_000),
+        500,
+        "open HTTP connections at most; at the cap the oldest one still sending its headers is closed",
+    ),
+    "http_header_timeout": (
+        "LTMC_HTTP_HEADER_TIMEOUT",
+        _positive_float,
+        10.0,
+        "seconds a connection gets to send its request headers before it is closed",
+    ),
+    "session_idle_seconds": (
+        "LTMC_SESSION_IDLE_SECONDS",
+        _positive_float,
+        300.0,
+        "a streamable-HTTP session with no request in flight and no open stream ends after this many seconds",
+    ),
+    "max_sessions": (
+        "LTMC_MAX_SESSIONS",
+        _int_in(1, 1_000_000),
+        1000,
+        "open streamable-HTTP sessions at most; at the cap the least recently used idle one is ended",
+    ),
+    "max_sessions_per_client": (
+        "LTMC_MAX_SESSIONS_PER_CLIENT",
+        _int_in(1, 1_000_000),
+        100,
+        "open sessions per client address at most; over it that client's least recently used idle one is ended",
+    ),
 }
 
 
@@ -132,6 +168,12 @@ class Settings:
     allow_insecure: bool = False
     log_level: str = "INFO"
     max_result_chars: int = 2000
+    allowed_origins: tuple[str, ...] = ()
+    http_max_connections: int = 500
+    http_header_timeout: float = 10.0
+    session_idle_seconds: float = 300.0
+    max_sessions: int = 1000
+    max_sessions_per_client: int = 100
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
