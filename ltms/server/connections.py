@@ -6,9 +6,12 @@ once the limit is reached, the attacker's and the real client's alike. Here inst
 - a connection gets `header_timeout` seconds to send a request's headers, counted from when it opened (or its
   previous response ended), however slowly the bytes trickle in; then it is closed (with a 408 if it had sent
   part of a request);
-- at `max_connections` open connections, a new connection closes the oldest one still waiting for its headers,
-  so a client that sends its request at once is served while the flood is on; only when every connection is in
-  the middle of a request (or holds an event stream) does the newcomer get a 503;
+- over `max_connections` open connections, the ones that have waited longest for a request's headers are closed
+  (new connections first, then kept-alive ones), but only once they have waited `TRIM_AFTER` seconds: a new
+  connection cannot be told from an attacker's until its first bytes are read, and a real client sends its whole
+  request at once, so it is busy by then and kept;
+- at `ceiling` (the cap plus one accept burst, what the open-file limit was sized for) the longest-waiting
+  connection is closed at once, whatever its age, or, if every connection is busy, the newcomer gets a 503;
 - what was closed is logged at most once per `LOG_INTERVAL` seconds, as counts.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
 from ltms.server.log_limits import CountingReport
@@ -23,9 +27,9 @@ from ltms.server.log_limits import CountingReport
 log = logging.getLogger(__name__)
 
 LOG_INTERVAL = 10.0
-# File descriptors kept free for the database, index, log, stdio and a burst of accepts not yet counted.
-FD_RESERVE = 128
-ACCEPT_BACKLOG = 128
+TRIM_AFTER = 0.2  # seconds: far longer than a real client takes to send its headers once connected
+FD_RESERVE = 64  # file descriptors kept for the database, index, log and stdio (an idle server uses ~12)
+ACCEPT_BACKLOG = 64  # the listen backlog, and the most connections accepted in one go before the guard sees them
 
 
 def _reply(status: str, body: str) -> bytes:
@@ -48,15 +52,29 @@ class Connection(Protocol):
     def drop(self, reply: bytes = b"") -> None: ...
 
 
+@dataclass
+class _Waiting:
+    since: float  # event-loop time
+    timer: asyncio.TimerHandle | None  # closes the connection at the header timeout
+
+
 class ConnectionGuard:
     """Told by the HTTP protocol about every connection; closes the ones that hold the server up."""
 
     def __init__(self, max_connections: int, header_timeout: float) -> None:
         self.max_connections = max_connections
+        self.ceiling = max_connections + ACCEPT_BACKLOG
+        self.hard_limit = max_connections + 2 * ACCEPT_BACKLOG
         self.header_timeout = header_timeout
         self._open: set[Connection] = set()
-        # Connections waiting for a request's headers, oldest first, with the timer that closes them.
-        self._waiting: dict[Connection, asyncio.TimerHandle] = {}
+        # Connections waiting for a request's headers, longest-waiting first. New ones (no request yet: a
+        # slowloris connection is one) are closed before kept-alive ones that were served and wait for their
+        # next request (closing one of those races the client reusing it).
+        self._new: dict[Connection, _Waiting] = {}
+        self._kept: dict[Connection, _Waiting] = {}
+        self._trim: asyncio.TimerHandle | None = None
+        self._last_trim = float("-inf")
+        self._prompt_trim: asyncio.TimerHandle | None = None
         self._report = CountingReport(
             log,
             f"HTTP connections closed (limit {max_connections} connections, {header_timeout:g}s for request "
@@ -70,32 +88,92 @@ class ConnectionGuard:
 
     def opened(self, connection: Connection) -> None:
         self._open.add(connection)
-        self.waiting(connection)
-        if len(self._open) <= self.max_connections:
+        self._new[connection] = self._waiting_since_now(connection, timed=True)
+        count = len(self._open)
+        if count <= self.max_connections:
             return
-        victim = next((c for c in self._waiting if c is not connection), None)
+        if self._trim is None:
+            self._trim = asyncio.get_running_loop().call_later(TRIM_AFTER, self._regular_trim)
+        if count <= self.ceiling:
+            return
+        # Over the ceiling: close a connection that shows itself slow (part of a request, not all its headers);
+        # failing that, judge the others as soon as their sockets have been read once (call_later(0) runs after
+        # the event loop's next poll and its socket reads); at the hard limit, close the longest-waiting one.
+        slow = self._longest_waiting(but=connection, partial=True)
+        if slow is not None:
+            self._drop(slow, b"", "closed to make room")
+            return
+        if self._prompt_trim is None:
+            loop = asyncio.get_running_loop()
+            self._prompt_trim = loop.call_later(0, self._trim_now, loop.time(), "prompt")
+        if count <= self.hard_limit:
+            return
+        victim = self._longest_waiting(but=connection, partial=False)
         if victim is not None:
             self._drop(victim, b"", "closed to make room")
         else:  # every other connection is busy with a request: this one cannot be served
             self._drop(connection, FULL_REPLY, "refused")
 
     def waiting(self, connection: Connection) -> None:
-        if connection in self._waiting or connection not in self._open:
+        """Kept alive after a response. Idle, it is uvicorn's keep-alive timeout that closes it; the header
+        timeout starts with the first bytes of its next request."""
+        if connection in self._new or connection not in self._open:
             return
-        loop = asyncio.get_running_loop()
-        self._waiting[connection] = loop.call_later(self.header_timeout, self._timed_out, connection)
+        kept = self._kept.get(connection)
+        if kept is None:
+            self._kept[connection] = self._waiting_since_now(connection, timed=connection.partial_request)
+        elif kept.timer is None and connection.partial_request:
+            kept.timer = self._waiting_since_now(connection, timed=True).timer
 
     def busy(self, connection: Connection) -> None:
-        timer = self._waiting.pop(connection, None)
-        if timer is not None:
-            timer.cancel()
+        entry = self._new.pop(connection, None) or self._kept.pop(connection, None)
+        if entry is not None and entry.timer is not None:
+            entry.timer.cancel()
 
     def closed(self, connection: Connection) -> None:
         self.busy(connection)
         self._open.discard(connection)
 
+    def _waiting_since_now(self, connection: Connection, timed: bool) -> _Waiting:
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.header_timeout, self._timed_out, connection) if timed else None
+        return _Waiting(loop.time(), timer)
+
+    def _longest_waiting(self, but: Connection, partial: bool) -> Connection | None:
+        """The new connection (else kept-alive one) that has waited longest; with `partial`, only one that has
+        sent part of a request."""
+        for queue in (self._new, self._kept):
+            for connection in queue:
+                if connection is not but and (connection.partial_request or not partial):
+                    return connection
+        return None
+
+    def _regular_trim(self) -> None:
+        """A new connection is judged only once it has waited TRIM_AFTER seconds and was already open at the
+        previous trim, which leaves a real client ample time to send its request."""
+        self._trim = None
+        now = asyncio.get_running_loop().time()
+        judged_before = min(now - TRIM_AFTER, self._last_trim)
+        self._last_trim = now
+        self._trim_now(judged_before, "regular")
+        if len(self._open) > self.max_connections and (self._new or self._kept):
+            self._trim = asyncio.get_running_loop().call_later(TRIM_AFTER, self._regular_trim)
+
+    def _trim_now(self, judged_before: float, kind: str) -> None:
+        """Close the longest-waiting connections until the cap holds, counting the new ones too young to judge
+        (waiting since after `judged_before`) as if they were gone: they are busy or closed by the next trim."""
+        if kind == "prompt":
+            self._prompt_trim = None
+        young = sum(1 for waiting in self._new.values() if waiting.since > judged_before)
+        for queue in (self._new, self._kept):
+            for connection, waiting in list(queue.items()):
+                if len(self._open) - young <= self.max_connections or waiting.since > judged_before:
+                    break
+                self._drop(connection, b"", "closed to make room")
+
     def _timed_out(self, connection: Connection) -> None:
-        if self._waiting.pop(connection, None) is not None:
+        if connection in self._new or connection in self._kept:
+            self.busy(connection)
             self._drop(connection, TIMED_OUT_REPLY if connection.partial_request else b"", "timed out")
 
     def _drop(self, connection: Connection, reply: bytes, why: str) -> None:
@@ -112,7 +190,7 @@ def connection_limit(wanted: int) -> int:
         import resource
     except ImportError:  # not on this platform (Windows): nothing to check
         return wanted
-    needed = wanted + FD_RESERVE + ACCEPT_BACKLOG
+    needed = wanted + FD_RESERVE + 3 * ACCEPT_BACKLOG  # the hard limit, plus one accept burst not yet seen
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
@@ -123,7 +201,7 @@ def connection_limit(wanted: int) -> int:
             log.warning("cannot raise the open-file limit from %d to %d: %s", soft, raised, exc)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return wanted
-    fitted = max(8, soft - FD_RESERVE - ACCEPT_BACKLOG)
+    fitted = max(8, soft - FD_RESERVE - 3 * ACCEPT_BACKLOG)
     log.warning(
         "the open-file limit (%d) allows %d HTTP connections, not %d (LTMC_HTTP_MAX_CONNECTIONS): raise it with "
         "ulimit -n",

@@ -4,8 +4,10 @@ The SDK ends a session after an idle period (no request in flight, no open event
 `LTMC_SESSION_IDLE_SECONDS`) and, at its session limit, answers every new client 503 until one ends. Here, before
 a request that opens a session:
 
-- a client (a remote address) at `max_per_client` sessions has its own least recently used idle session ended;
-- at `max_sessions` sessions in all, the least recently used idle session is ended;
+- a client (a remote address) at `max_per_client` sessions has one of its own idle sessions ended;
+- at `max_sessions` sessions in all, an idle session is ended;
+- the session ended is one never used after its handshake if there is one (abandoned at once), else the least
+  recently used;
 - only if every session concerned is busy (a request in flight or an event stream open) is the new one refused.
 
 A live client keeps its session busy (the SDK client holds an event stream open), so it is not the one ended;
@@ -62,6 +64,7 @@ class SessionLimiter:
         self.max_per_client = max_per_client
         self.auth_required = auth_required
         self._owners: dict[str, str] = {}  # session id -> client address
+        self._uses: dict[str, int] = {}  # session id -> requests after the one that opened it
         self._report = CountingReport(
             log,
             f"streamable-HTTP sessions (limit {max_sessions}, {max_per_client} per client): %s",
@@ -69,6 +72,10 @@ class SessionLimiter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._opens_session(scope):
+            if scope["type"] == "http" and scope["path"] == self.path:
+                session_id = Headers(scope=scope).get(_SESSION_HEADER)
+                if session_id in self._uses:
+                    self._uses[session_id] += 1
             await self.app(scope, receive, send)
             return
         client = scope["client"][0] if scope.get("client") else "unknown"
@@ -82,6 +89,7 @@ class SessionLimiter:
                 session_id = Headers(raw=message.get("headers", [])).get(_SESSION_HEADER)
                 if session_id:
                     self._owners[session_id] = client
+                    self._uses[session_id] = 0
             await send(message)
 
         await self.app(scope, receive, note_session)
@@ -102,6 +110,7 @@ class SessionLimiter:
         sessions = open_sessions(self.manager)
         for session_id in [s for s in self._owners if s not in sessions]:
             del self._owners[session_id]
+            self._uses.pop(session_id, None)
         live = {sid: t for sid, t in sessions.items() if not (t.is_terminated or _ending(t))}
         mine = [sid for sid in live if self._owners.get(sid) == client]
         if len(mine) >= self.max_per_client:
@@ -115,10 +124,16 @@ class SessionLimiter:
         return True
 
     def _end_least_recently_used(self, live: dict[str, StreamableHTTPServerTransport], candidates: list[str]) -> bool:
-        idle = [(until, sid) for sid in candidates if (until := _idle_until(live[sid])) is not None]
+        """End the idle session least worth keeping: one never used after its handshake (an `initialized`
+        notification at most) before one in use, then the least recently used."""
+        idle = [
+            (self._uses.get(sid, 0) > 1, until, sid)
+            for sid in candidates
+            if (until := _idle_until(live[sid])) is not None
+        ]
         if not idle:
             return False
-        _, session_id = min(idle)
+        *_, session_id = min(idle)
         transport = live.pop(session_id)
         assert transport.idle_scope is not None
         transport.idle_scope.cancel()  # the SDK ends the session as if its idle period had run out
