@@ -158,7 +158,7 @@ class NormalClient:
                     await action()
                 calls.latencies.append(time.perf_counter() - started)
             except Exception as exc:  # every failure is a finding of the trial
-                calls.errors.append(f"{kind}: {type(exc).__name__}: {exc}"[:200])
+                calls.errors.append(f"{kind}: {describe(exc)}"[:300])
             with anyio.move_on_after(max(0.0, interval - (time.perf_counter() - started))):
                 await stop.wait()
 
@@ -180,7 +180,7 @@ class NormalClient:
                 async with kit.http_client(url, mode=mode, read_timeout=max(timeout, 60)) as client:
                     await self.keep_calling(kind, lambda: action(client), stop, interval, timeout)
             except Exception as exc:  # the SDK client ends its session on a failed request
-                self.of(kind).errors.append(f"{kind}: session lost: {type(exc).__name__}: {exc}"[:200])
+                self.of(kind).errors.append(f"{kind}: session lost: {describe(exc)}"[:300])
                 with anyio.move_on_after(interval):
                     await stop.wait()
 
@@ -192,6 +192,13 @@ class NormalClient:
 
     def answered(self, phase: str) -> int:
         return sum(len(calls.latencies) for (p, _), calls in self.calls.items() if p == phase)
+
+
+def describe(error: BaseException) -> str:
+    """The innermost exceptions of (nested) exception groups, type and message."""
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(describe(inner) for inner in error.exceptions)
+    return f"{type(error).__name__}: {error}"
 
 
 async def fresh_health(base_url: str, timeout: float) -> None:

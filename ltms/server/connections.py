@@ -10,8 +10,10 @@ once the limit is reached, the attacker's and the real client's alike. Here inst
   (new connections first, then kept-alive ones), but only once they have waited `TRIM_AFTER` seconds: a new
   connection cannot be told from an attacker's until its first bytes are read, and a real client sends its whole
   request at once, so it is busy by then and kept;
-- at `ceiling` (the cap plus one accept burst, what the open-file limit was sized for) the longest-waiting
-  connection is closed at once, whatever its age, or, if every connection is busy, the newcomer gets a 503;
+- over `ceiling` (the cap plus one accept burst) a connection is closed at once for each new one: one caught
+  sending its headers slowly, else one silent for `TRIM_AFTER` seconds; past the hard limit (one more accept
+  burst, what the open-file limit was sized for) the longest-waiting new one, then a kept-alive idle one, or if
+  every connection is busy, the newcomer gets a 503;
 - what was closed is logged at most once per `LOG_INTERVAL` seconds, as counts.
 """
 
@@ -74,7 +76,6 @@ class ConnectionGuard:
         self._kept: dict[Connection, _Waiting] = {}
         self._trim: asyncio.TimerHandle | None = None
         self._last_trim = float("-inf")
-        self._prompt_trim: asyncio.TimerHandle | None = None
         self._report = CountingReport(
             log,
             f"HTTP connections closed (limit {max_connections} connections, {header_timeout:g}s for request "
@@ -96,22 +97,10 @@ class ConnectionGuard:
             self._trim = asyncio.get_running_loop().call_later(TRIM_AFTER, self._regular_trim)
         if count <= self.ceiling:
             return
-        # Over the ceiling: close a connection that shows itself slow (part of a request, not all its headers);
-        # failing that, judge the others as soon as their sockets have been read once (call_later(0) runs after
-        # the event loop's next poll and its socket reads); at the hard limit, close the longest-waiting one.
-        slow = self._longest_waiting(but=connection, partial=True)
-        if slow is not None:
-            self._drop(slow, b"", "closed to make room")
-            return
-        if self._prompt_trim is None:
-            loop = asyncio.get_running_loop()
-            self._prompt_trim = loop.call_later(0, self._trim_now, loop.time(), "prompt")
-        if count <= self.hard_limit:
-            return
-        victim = self._longest_waiting(but=connection, partial=False)
+        victim = self._victim(but=connection, young_too=count > self.hard_limit)
         if victim is not None:
             self._drop(victim, b"", "closed to make room")
-        else:  # every other connection is busy with a request: this one cannot be served
+        elif count > self.hard_limit:  # every other connection is busy with a request: this one cannot be served
             self._drop(connection, FULL_REPLY, "refused")
 
     def waiting(self, connection: Connection) -> None:
@@ -139,14 +128,20 @@ class ConnectionGuard:
         timer = loop.call_later(self.header_timeout, self._timed_out, connection) if timed else None
         return _Waiting(loop.time(), timer)
 
-    def _longest_waiting(self, but: Connection, partial: bool) -> Connection | None:
-        """The new connection (else kept-alive one) that has waited longest; with `partial`, only one that has
-        sent part of a request."""
-        for queue in (self._new, self._kept):
-            for connection in queue:
-                if connection is not but and (connection.partial_request or not partial):
-                    return connection
-        return None
+    def _victim(self, but: Connection, young_too: bool) -> Connection | None:
+        """The connection to close to make room at once, longest-waiting first in each group: one that has sent
+        part of a request's headers (a new one, then a kept-alive one); a new one silent for TRIM_AFTER seconds;
+        and only at the hard limit (`young_too`), a new one that may not have been read yet (a real client's
+        request could be on its way), and last a kept-alive idle one (it has been served: it is a client's)."""
+        oldest_allowed = asyncio.get_running_loop().time() - TRIM_AFTER
+        groups = [
+            (c for c in self._new if c.partial_request),
+            (c for c in self._kept if c.partial_request),
+            (c for c, waiting in self._new.items() if waiting.since <= oldest_allowed),
+        ]
+        if young_too:
+            groups += [iter(self._new), iter(self._kept)]
+        return next((c for group in groups for c in group if c is not but), None)
 
     def _regular_trim(self) -> None:
         """A new connection is judged only once it has waited TRIM_AFTER seconds and was already open at the
@@ -155,15 +150,13 @@ class ConnectionGuard:
         now = asyncio.get_running_loop().time()
         judged_before = min(now - TRIM_AFTER, self._last_trim)
         self._last_trim = now
-        self._trim_now(judged_before, "regular")
+        self._trim_now(judged_before)
         if len(self._open) > self.max_connections and (self._new or self._kept):
             self._trim = asyncio.get_running_loop().call_later(TRIM_AFTER, self._regular_trim)
 
-    def _trim_now(self, judged_before: float, kind: str) -> None:
+    def _trim_now(self, judged_before: float) -> None:
         """Close the longest-waiting connections until the cap holds, counting the new ones too young to judge
         (waiting since after `judged_before`) as if they were gone: they are busy or closed by the next trim."""
-        if kind == "prompt":
-            self._prompt_trim = None
         young = sum(1 for waiting in self._new.values() if waiting.since > judged_before)
         for queue in (self._new, self._kept):
             for connection, waiting in list(queue.items()):

@@ -32,8 +32,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ltms import __version__
 from ltms.config import Settings
 from ltms.server.host_check import HostOriginGuard, HostPolicy, allowed_host_names
-from ltms.server.sdk_compat import OneResponsePerRequest, lifted_middleware, lifted_routes, open_sessions
-from ltms.server.sessions import SessionLimiter
+from ltms.server.sdk_compat import OneResponsePerRequest, lifted_middleware, lifted_routes
+from ltms.server.sessions import SessionLimiter, live_sessions
 from ltms.server.tools import build_server
 from ltms.service import MemoryService
 
@@ -184,7 +184,7 @@ def build_http_app(mcp: MCPServer, service: MemoryService, settings: Settings, p
         except Exception:
             log.exception("health check failed")
             return JSONResponse({"status": "error", "version": __version__}, status_code=503)
-        payload["http_sessions"] = len(open_sessions(mcp.session_manager))  # streamable-HTTP sessions open
+        payload["http_sessions"] = live_sessions(mcp.session_manager)  # streamable-HTTP sessions open
         return JSONResponse(payload)
 
     routes: list[BaseRoute] = [Route(HEALTH_PATH, health, methods=["GET"])]

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 TRANSPORTS = ("stdio", "http", "dual")
 # How long open HTTP requests and streams get to finish once shutdown starts.
 HTTP_GRACE_SECONDS = 3.0
+KEEP_ALIVE_SECONDS = 15
 MIN_TOKEN_CHARS = 16
 
 
@@ -226,6 +227,9 @@ def _http_server(
         access_log=settings.log_level == "DEBUG",
         lifespan="on",
         timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+        # Longer than clients keep an idle connection (httpx: 5 s), so the client closes it first: a server-side
+        # close races the client reusing the connection, and the client's request fails.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         ws="none",
         server_header=False,
     )

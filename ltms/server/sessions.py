@@ -111,7 +111,7 @@ class SessionLimiter:
         for session_id in [s for s in self._owners if s not in sessions]:
             del self._owners[session_id]
             self._uses.pop(session_id, None)
-        live = {sid: t for sid, t in sessions.items() if not (t.is_terminated or _ending(t))}
+        live = {sid: t for sid, t in sessions.items() if not _ending(t)}
         mine = [sid for sid in live if self._owners.get(sid) == client]
         if len(mine) >= self.max_per_client:
             if not self._end_least_recently_used(live, mine):
@@ -141,7 +141,12 @@ class SessionLimiter:
 
 
 def _ending(transport: StreamableHTTPServerTransport) -> bool:
-    return transport.idle_scope is not None and transport.idle_scope.cancel_called
+    return transport.is_terminated or (transport.idle_scope is not None and transport.idle_scope.cancel_called)
+
+
+def live_sessions(manager: StreamableHTTPSessionManager) -> int:
+    """Sessions open and not on their way out."""
+    return sum(1 for transport in list(open_sessions(manager).values()) if not _ending(transport))
 
 
 def _refusal() -> Response:
