@@ -3,9 +3,9 @@
 uvicorn has no timeout for a request's headers, and its `limit_concurrency` answers 503 to *every* new request
 once the limit is reached, the attacker's and the real client's alike. Here instead:
 
-- a connection gets `header_timeout` seconds to send a request's headers, counted from when it opened (or its
-  previous response ended), however slowly the bytes trickle in; then it is closed (with a 408 if it had sent
-  part of a request);
+- a connection gets `header_timeout` seconds to send a request's headers, however slowly the bytes trickle in,
+  counted from when it opened (a kept-alive one: from the first byte of its next request; idle, uvicorn's
+  keep-alive timeout closes it); then it is closed (with a 408 if it had sent part of a request);
 - over `max_connections` open connections, the ones that have waited longest for a request's headers are closed
   (new connections first, then kept-alive ones), but only once they have waited `TRIM_AFTER` seconds: a new
   connection cannot be told from an attacker's until its first bytes are read, and a real client sends its whole

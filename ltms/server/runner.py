@@ -223,6 +223,7 @@ def _http_server(
         app,
         http=watched_h11_protocol(guard),  # header timeout and connection cap (ltms.server.connections)
         backlog=ACCEPT_BACKLOG,  # also the most connections accepted in one go, before the guard sees them
+        h11_max_incomplete_event_size=16 * 1024,  # request line + headers at most (h11's default, made explicit)
         log_config=None,
         access_log=settings.log_level == "DEBUG",
         lifespan="on",
