@@ -160,7 +160,8 @@ async def test_sse(http_server: ServerProcess, mode: str) -> None:
 
 
 async def test_health_is_open_and_reports_the_service(http_server: ServerProcess, tmp_path_factory: Any) -> None:
-    response = httpx2.get(f"{http_server.base_url}/health")  # no token needed
+    assert httpx2.get(f"{http_server.base_url}/health").json() == {"status": "ok"}  # no token: only "up"
+    response = httpx2.get(f"{http_server.base_url}/health", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
     health = response.json()
     assert health["status"] == "ok" and health["version"]
