@@ -227,12 +227,9 @@ def start_server(transport: str, env: dict[str, str], log_path: Path, *args: str
     return ServerProcess(serve_command(transport, *args), env, log_path, **kwargs)
 
 
-def asgi_app(service: MemoryService, settings: Settings) -> Starlette:
-    """The HTTP app `ltmc serve` runs, built the way the runner builds it, for in-process tests (starlette's
-    TestClient runs its lifespan, which the streamable-HTTP session manager needs)."""
-    from ltms.server.http_app import StaticTokenVerifier, auth_settings, build_http_app
-    from ltms.server.tools import build_server
+def asgi_app(service: MemoryService, settings: Settings, ports: Sequence[int] = (5050,)) -> Starlette:
+    """The HTTP app `ltmc serve` runs, built the way the runner builds it, listening (for the Host and Origin checks)
+    on `ports`, for in-process tests (starlette's TestClient runs its lifespan, which the session manager needs)."""
+    from ltms.server.http_app import build_http_app, build_mcp
 
-    verifier = StaticTokenVerifier(settings.auth_token) if settings.auth_token else None
-    mcp = build_server(service, settings, token_verifier=verifier, auth=auth_settings(settings) if verifier else None)
-    return build_http_app(mcp, service, settings)
+    return build_http_app(build_mcp(service, settings, http=True), service, settings, ports)

@@ -83,8 +83,9 @@ def test_only_the_exact_token_is_accepted(client: TestClient, presented: str) ->
     assert client.post("/mcp", json=INITIALIZE, headers=AUTHORIZED).status_code == 200
 
 
-def test_health_is_open_and_reports_the_service(client: TestClient) -> None:
-    response = client.get("/health")  # no token needed
+def test_health_is_open_and_reports_the_service_to_the_token_holder(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}  # no token needed; without it, only "up"
+    response = client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
     health = response.json()
     assert health["status"] == "ok" and health["version"]

@@ -371,9 +371,6 @@ def test_search_results_show_the_matching_passage_once_hits_carry_one(
     assert "Matching passage" not in str(summary(hit.memory, "/ui", hit))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs the app-wide Host/Origin middleware (http branch): remove this marker when it lands"
-)
 async def test_the_page_is_covered_by_the_host_and_origin_checks(make_service: Callable[..., MemoryService]) -> None:
     service = make_service()
     memory_id = service.store("reachable only from this machine's own pages").id

@@ -32,8 +32,12 @@ from bench.common import header as header
 from bench.common import ms as ms
 from bench.common import pct as pct
 from bench.common import table as table
-from tests.helpers import REPO, ServerProcess, child_env, serve_command
+from tests.helpers import REPO as REPO
+from tests.helpers import ServerProcess, child_env
+from tests.helpers import bound_port as bound_port
+from tests.helpers import serve_command as serve_command
 from tests.helpers import wait_for_health as wait_for_health
+from tests.helpers import wait_until as wait_until
 
 CALL_TIMEOUT = 30.0  # seconds one tool call may take before it counts as an error (a hang)
 
