@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx2
 from starlette.applications import Starlette
-from support import hash_settings
 
 from ltms.config import Settings
 from ltms.server.http_app import build_http_app, build_mcp
 from ltms.service import MemoryService
+from tests.helpers import hash_settings
 
 PORT = 5050
 JSON_POST = {"content-type": "application/json", "accept": "application/json, text/event-stream"}

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from http_app_support import INITIALIZE, JSON_POST, client_for, health, running_app
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+
+from tests.http_app_support import INITIALIZE, JSON_POST, client_for, health, running_app
 
 pytestmark = pytest.mark.anyio
 TOKEN = "http-app-token-0123456789abcdef"

@@ -15,8 +15,9 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from test_server_inspector import INSPECTOR, _path
-from test_server_support import ServerProcess, child_env
+
+from tests.helpers import ServerProcess, child_env
+from tests.test_server_inspector import INSPECTOR, _path
 
 pytestmark = pytest.mark.anyio
 TOKEN = "auth-token-0123456789abcdef"
@@ -40,10 +41,11 @@ def server(start_server: StartServer, data_dir: Path) -> ServerProcess:
 @pytest.mark.parametrize("token", [None, "wrong-token"])
 async def test_the_sdk_client_gets_the_servers_message(server: ServerProcess, mode: str, token: str | None) -> None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    transport = streamable_http_client(f"{server.base_url}/mcp", http_client=httpx2.AsyncClient(headers=headers))
-    with pytest.raises(BaseExceptionGroup) as info:
-        async with Client(transport, mode=mode) as client:
-            await client.list_tools()
+    async with httpx2.AsyncClient(headers=headers) as http:  # the SDK leaves a client it is given open
+        transport = streamable_http_client(f"{server.base_url}/mcp", http_client=http)
+        with pytest.raises(BaseExceptionGroup) as info:
+            async with Client(transport, mode=mode) as client:
+                await client.list_tools()
     errors = [leaf for leaf in leaves(info.value) if isinstance(leaf, MCPError)]
     assert errors and all(str(error).startswith(MESSAGE) for error in errors), leaves(info.value)
 

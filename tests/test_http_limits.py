@@ -10,10 +10,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from test_server_support import child_env
 
 from ltms.server.connections import ACCEPT_BACKLOG, FULL_REPLY, TIMED_OUT_REPLY, ConnectionGuard
 from ltms.server.log_limits import CountingReport, RateLimitFilter
+from tests.helpers import child_env
 
 
 class Clock:

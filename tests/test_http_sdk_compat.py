@@ -18,11 +18,11 @@ from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
-from test_server_support import child_env
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ltms.server import sdk_compat
 from ltms.server.sdk_compat import CHECKS, UpstreamChanged, check_all
+from tests.helpers import child_env
 
 
 def test_the_installed_versions_pass_every_check() -> None:

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from http_app_support import client_for, health, open_session, ping, running_app
-from test_server_support import REPO
 
-sys.path.insert(0, str(REPO / "bench" / "reliability"))
-from reliability_kit import run_script
+from bench.reliability.reliability_kit import run_script
+from tests.helpers import REPO
+from tests.http_app_support import client_for, health, open_session, ping, running_app
 
 pytestmark = pytest.mark.anyio
 

@@ -10,10 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from test_server_support import REPO, ServerProcess, child_env
-
-sys.path.insert(0, str(REPO / "bench" / "reliability"))
-from reliability_kit import run_script
+from bench.reliability.reliability_kit import run_script
+from tests.helpers import REPO, ServerProcess, child_env
 
 StartServer = Callable[..., ServerProcess]
 

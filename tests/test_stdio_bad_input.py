@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_server_support import child_env
 
 from ltms.server.stdio import Oversized, check_line
+from tests.helpers import child_env
 
 INITIALIZE = {
     "jsonrpc": "2.0",

@@ -22,8 +22,6 @@ from ltms.retrieval.keywords import query_terms
 from ltms.storage.base import Chunk, DuplicateMemory, Filter, MemoryChange, NewMemory, Storage
 from ltms.storage.migrations import SchemaTooNew
 
-pytest_plugins = ["postgres_server"]
-
 DIM = 16
 BACKENDS = ["postgres"]  # the embedded backend joins as "sqlite"
 

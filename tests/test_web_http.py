@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 import httpx2
 import pytest
-from support import hash_settings
 
 from ltms.config import Settings
 from ltms.server.http_app import build_http_app
@@ -23,6 +22,7 @@ from ltms.server.tools import build_server
 from ltms.service import MemoryService
 from ltms.web.app import WebUI
 from ltms.web.session import COOKIE_NAME, SESSION_SECONDS, Sessions
+from tests.helpers import hash_settings
 
 pytestmark = pytest.mark.anyio
 

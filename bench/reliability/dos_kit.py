@@ -21,7 +21,7 @@ import anyio
 import httpx2
 import reliability_kit as kit
 
-ROOT = kit.ROOT
+ROOT = kit.REPO
 
 
 class LimitedServer:
@@ -36,7 +36,7 @@ class LimitedServer:
         fd_limit: int | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.port = kit.free_port()
+        self._port: int | None = None  # port 0: read back from the log (kit.bound_port)
         self.log_path = work / "server.log"
         child_env = kit.server_env(work / "data", "hash", **(env or {}))
         child_env["PYTHONPATH"] = str(checkout)
@@ -47,7 +47,7 @@ class LimitedServer:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
 
         self.proc = subprocess.Popen(
-            kit.serve_command("http", self.port),
+            kit.serve_command("http"),
             env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -55,6 +55,15 @@ class LimitedServer:
             cwd=work,
             preexec_fn=limit_files,  # sets the limit in the child, before exec
         )
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            self._port = kit.wait_until(lambda: kit.bound_port(self.log()), "the server's HTTP port", 120, self._died)
+        return self._port
+
+    def _died(self) -> str | None:
+        return None if self.proc.poll() is None else f"exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
 
     @property
     def base_url(self) -> str:
@@ -71,7 +80,7 @@ class LimitedServer:
         return self.log_path.stat().st_size
 
     def wait_healthy(self, timeout: float = 120) -> dict[str, Any]:
-        return kit.wait_for_health(self.base_url, self.proc, timeout, self.log)
+        return kit.wait_for_health(self.base_url, timeout, self._died)
 
     def rss_kib(self) -> int:
         return kit.rss_kib(self.proc.pid)
