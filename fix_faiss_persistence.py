@@ -6,18 +6,13 @@
     python fix_faiss_persistence.py --json     # machine-readable report
 
 It keeps the name of the script that first repaired the original bug (a bare `faiss_index` path resolved
-against the working directory, so the index was never saved). All logic lives in ltms.ops.doctor; this file
-works from any directory, with or without the package installed.
+against the working directory, so the index was never saved). All logic lives in ltms.ops.doctor. It works from
+any directory and with any `python`: it re-executes itself with the project's .venv (run scripts/setup.sh once).
 """
 
-import os
 import sys
 
-REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-from ltms.cli import main  # noqa: E402  (needs the repo root on sys.path first)
+from ltms.launcher import run_ltmc  # standard library only; ltms is found beside this script
 
 if __name__ == "__main__":
-    sys.exit(main(["doctor", *sys.argv[1:]]))
+    sys.exit(run_ltmc(__file__, ["doctor", *sys.argv[1:]]))

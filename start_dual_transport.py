@@ -5,16 +5,13 @@
 
 The same as `ltmc serve --transport dual ...`. The data directory and index path come from --data-dir/--index-path,
 LTMC_DATA_DIR/FAISS_INDEX_PATH or the per-user default, and are resolved to absolute paths and checked by ltms
-(never against the working directory). All logic lives in the `ltms` package; this file only forwards.
+(never against the working directory). All logic lives in the `ltms` package; this file only forwards. It works
+from any directory and with any `python`: it re-executes itself with the project's .venv (run scripts/setup.sh once).
 """
 
 import sys
-from pathlib import Path
 
-# Run from a checkout without installing it (the dependencies must be installed).
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ltms.cli import main
+from ltms.launcher import run_ltmc  # standard library only; ltms is found beside this script
 
 if __name__ == "__main__":
-    sys.exit(main(["serve", "--transport", "dual", *sys.argv[1:]]))
+    sys.exit(run_ltmc(__file__, ["serve", "--transport", "dual", *sys.argv[1:]]))

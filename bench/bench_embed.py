@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 TEXT = (
     "the deploy of the billing service failed because the database migration locked the orders table for "
@@ -44,7 +43,6 @@ def texts(count: int, seed: int) -> list[str]:
 
 def worker(kind: str, single: int, batched: int, batch: int) -> None:
     """In a fresh process: cold load, batch-1 latency, batched throughput. Prints JSON."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from ltms.embeddings import make_embedder
 
     t0 = time.perf_counter()

@@ -30,13 +30,11 @@ import time
 import numpy as np
 from common import DIM, ROOT, emit, header, human, log, ms, p50, pct, secs, table
 
-sys.path.insert(0, str(ROOT / "tests"))
-from postgres_server import PostgresCluster
-
 from ltms.storage import postgres
 from ltms.storage.base import Chunk, Filter, NewMemory, StoredMemory
 from ltms.storage.pg_schema import INDEXES
 from ltms.storage.postgres import PostgresStorage
+from tests.postgres_server import PostgresCluster  # PYTHONPATH=. (the checkout), as every bench command says
 
 MODEL = "bench-384"
 K = 10

@@ -22,8 +22,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 DIM = 384
 CACHE = Path(os.environ.get("LTMC_BENCH_CACHE", "/tmp/ltmc-bench"))

@@ -148,7 +148,43 @@ class Settings:
         "LTMC_ALLOWED_HOSTS",
         _names,
         (),
-        "extra Host names the HTTP server accepts, comma-separated (e.g. behind a reverse proxy)",
+        "extra Host names the HTTP server accepts, comma-separated, name or name:port (e.g. behind a reverse proxy)",
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        "LTMC_ALLOWED_ORIGINS",
+        _names,
+        (),
+        "extra browser Origins the HTTP server accepts, exactly, comma-separated (e.g. http://localhost:6274)",
+    )
+    http_max_connections: int = setting(
+        "LTMC_HTTP_MAX_CONNECTIONS",
+        _int_in(8, 100_000),
+        500,
+        "open HTTP connections at most; at the cap the oldest one still sending its headers is closed",
+    )
+    http_header_timeout: float = setting(
+        "LTMC_HTTP_HEADER_TIMEOUT",
+        _positive_float,
+        10.0,
+        "seconds a connection gets to send its request headers before it is closed",
+    )
+    session_idle_seconds: float = setting(
+        "LTMC_SESSION_IDLE_SECONDS",
+        _positive_float,
+        300.0,
+        "a streamable-HTTP session with no request in flight and no open stream ends after this many seconds",
+    )
+    max_sessions: int = setting(
+        "LTMC_MAX_SESSIONS",
+        _int_in(1, 1_000_000),
+        1000,
+        "open streamable-HTTP sessions at most; at the cap the least recently used idle one is ended",
+    )
+    max_sessions_per_client: int = setting(
+        "LTMC_MAX_SESSIONS_PER_CLIENT",
+        _int_in(1, 1_000_000),
+        100,
+        "open sessions per client address at most; over it that client's least recently used idle one is ended",
     )
     allow_insecure: bool = setting(
         "LTMC_ALLOW_INSECURE", _bool, False, "allow a non-loopback host without a token", "--allow-insecure"

@@ -1,15 +1,19 @@
 """Fixtures shared by the test suite: a temporary data directory, server processes that are always stopped at
-teardown (helpers in test_server_support.py), a small real tmpfs for disk-full trials, and the anyio backend."""
+teardown (helpers in tests/helpers.py), a small real tmpfs for disk-full trials, the anyio backend, and the
+PostgreSQL cluster fixtures of tests/postgres_server.py."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_server_support import ServerProcess, child_env, free_port
+
+from tests.helpers import ServerProcess, child_env, serve_command
+
+# The throwaway PostgreSQL cluster's fixtures (tests/postgres_server.py), registered once for every module.
+pytest_plugins = ["tests.postgres_server"]
 
 
 @pytest.fixture
@@ -25,28 +29,23 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """`start_server(transport, *args, env=None, wait=True, port=0)` starts `python -m ltms serve`.
+    """`start_server(transport, *args, env=None, wait=True)` starts `python -m ltms serve`.
 
-    HTTP transports get a free port (`port=None`: no --port flag, the environment decides) and, with `wait`,
-    the call returns once /health answers. The default environment uses `tmp_path / "data"` (the `data_dir`
-    fixture) and the hashing embedder. Every process started is killed at teardown."""
+    HTTP transports listen on port 0 unless `args` name a port; the port is read back from the log and, with
+    `wait`, the call returns once /health answers. The default environment uses `tmp_path / "data"` (the
+    `data_dir` fixture) and the hashing embedder. Every process started is killed at teardown."""
     started: list[ServerProcess] = []
 
     def start(
-        transport: str = "http", *args: str, env: dict[str, str] | None = None, wait: bool = True, port: int | None = 0
+        transport: str = "http", *args: str, env: dict[str, str] | None = None, wait: bool = True
     ) -> ServerProcess:
-        command = [sys.executable, "-m", "ltms", "serve", "--transport", transport, *args]
-        if transport != "stdio" and port is not None:
-            port = port or free_port()
-            command += ["--port", str(port)]
         server = ServerProcess(
-            command,
+            serve_command(transport, *args),
             env if env is not None else child_env(tmp_path / "data"),
             tmp_path / f"server-{len(started)}.log",
-            port if transport != "stdio" else None,
         )
         started.append(server)
-        if wait and server.port is not None:
+        if wait and transport != "stdio":
             server.wait_healthy()
         return server
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from test_server_support import free_port
+
+from tests.helpers import free_port
 
 SUPERUSER = "postgres"
 START_TIMEOUT = 60.0

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-from support import hash_env, hash_settings
 
 from ltms.ops.stats import NAMESPACE_LIMIT
 from ltms.service import MemoryService
+from tests.helpers import child_env, hash_settings
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 
@@ -27,7 +27,7 @@ def run(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
     """`python -m ltms ARGS` with no LTMC_LOG_LEVEL inherited (the defaults are under test)."""
     return subprocess.run(
         [sys.executable, "-m", "ltms", *args],
-        env=hash_env(data_dir, **env),
+        env=child_env(data_dir, **env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -39,7 +39,7 @@ def on_terminal(data_dir: Path, *args: str, timeout: float = 120) -> str:
     """Run `python -m ltms ARGS` with stdout and stderr on a pseudo-terminal; its exit status must be 0."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: become the command
-        env = hash_env(data_dir, COLUMNS="200")
+        env = child_env(data_dir, COLUMNS="200")
         os.chdir(data_dir.parent)
         os.execve(sys.executable, [sys.executable, "-m", "ltms", *args], env)
     output = b""

@@ -15,20 +15,19 @@ from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
-from test_server_support import REPO, ServerProcess, child_env, free_port
 
 from ltms.cli import STDIO_HINT, main
+from tests.helpers import REPO, ServerProcess, child_env
 
 VENV = Path(sys.prefix)
 
 
-def serve(tmp_path: Path, command: list[str], port: int | None, env: dict[str, str] | None = None) -> ServerProcess:
-    return ServerProcess(command, env or child_env(tmp_path / "data"), tmp_path / "server.log", port)
+def serve(tmp_path: Path, command: list[str], env: dict[str, str] | None = None) -> ServerProcess:
+    return ServerProcess(command, env or child_env(tmp_path / "data"), tmp_path / "server.log")
 
 
 def test_serve_with_only_a_port_serves_http(tmp_path: Path) -> None:
-    port = free_port()
-    server = serve(tmp_path, [sys.executable, "-m", "ltms", "serve", "--port", str(port)], port)
+    server = serve(tmp_path, [sys.executable, "-m", "ltms", "serve", "--port", "0"])  # the port is read from the log
     try:
         assert server.wait_healthy()["status"] == "ok"
         assert "serving over http" in server.log()
@@ -41,9 +40,8 @@ def test_serve_with_only_a_port_serves_http(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (VENV / "bin" / "ltmc").exists(), reason=f"{VENV} has no ltmc installed")
 def test_start_server_sh_takes_options_without_a_transport(tmp_path: Path) -> None:
     # Before: `start_server.sh --port 6000` was a usage error (the transport had to come first).
-    port = free_port()
     env = child_env(tmp_path / "data", LTMC_VENV=str(VENV))
-    server = serve(tmp_path, [str(REPO / "start_server.sh"), "--port", str(port)], port, env)
+    server = serve(tmp_path, [str(REPO / "start_server.sh"), "--port", "0"], env)
     try:
         assert server.wait_healthy()["data_dir"] == str(tmp_path / "data")
         server.signal(signal.SIGTERM)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from support import REPO
 
 from ltms.cli import main
 from ltms.config import SETTINGS, Setting
+from tests.helpers import REPO
 
 # Rows of the table that are not Settings fields: paths (faiss_config), the scripts' venv, BLAS threads.
 NOT_SETTINGS = {"LTMC_DATA_DIR", "FAISS_INDEX_PATH", "LTMC_VENV", "OMP_NUM_THREADS"}

@@ -6,10 +6,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from support import hash_env, run_python
 
 from ltms.errors import InvalidInput, StorageError
 from ltms.vector_store.faiss_config import platform_data_dir, prepare_directories, resolve_paths
+from tests.helpers import child_env, run_python
 
 
 def test_default_is_the_platform_data_dir(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_original_bug_regression_bare_name_from_another_cwd(tmp_path: Path) -> N
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     data = tmp_path / "data"
-    env = hash_env(data, FAISS_INDEX_PATH="faiss_index")
+    env = child_env(data, FAISS_INDEX_PATH="faiss_index")
     code = (
         "from ltms.config import Settings\nfrom ltms.service import MemoryService\n"
         "with MemoryService(Settings.load()) as s:\n    s.store('remember the original bug')\n"

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import hash_env, hash_settings
 
 from ltms import fsutil
 from ltms.errors import StorageError
 from ltms.service import MemoryService
+from tests.helpers import child_env, hash_settings
 
 
 def test_disk_full_gives_a_clear_error_and_loses_nothing_acknowledged(small_disk: Path) -> None:
@@ -71,7 +71,7 @@ def test_permission_denied_names_the_directory(tmp_path: Path) -> None:
         pytest.skip("needs root and setpriv to run a child as another user")
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
-    env = hash_env(data)
+    env = child_env(data)
     command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "ltms", "stats"]
     probe = subprocess.run(
         [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", "import ltms"],
@@ -100,7 +100,7 @@ def test_failing_fsync_keeps_the_old_snapshot_and_says_why(tmp_path: Path, monke
         def no_space(fd: int) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        monkeypatch.setattr(fsutil.os, "fsync", no_space)
+        monkeypatch.setattr(fsutil, "fsync", no_space)
         with pytest.raises(StorageError) as info:
             service.save_snapshot()
         monkeypatch.undo()

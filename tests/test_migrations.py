@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import hash_env, hash_settings
 
 from ltms.embeddings.hashing import HashingEmbedder
 from ltms.service import MODES, MemoryService, content_hash
 from ltms.storage.migrations import SchemaTooNew
 from ltms.vector_store.faiss_store import FaissIndex, SnapshotStore
+from tests.helpers import child_env, hash_settings
 
 # Release 0.1's schema (ltms/storage/db.py on main, SCHEMA_VERSION = 1), verbatim.
 V1_SCHEMA = """
@@ -286,7 +286,7 @@ def copy_store(store: V1Store, target: Path) -> V1Store:
 def start_upgrade(data_dir: Path, pause_at: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", UPGRADE, pause_at],
-        env=hash_env(data_dir),
+        env=child_env(data_dir),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -352,7 +352,7 @@ def test_a_database_newer_than_the_code_is_refused_with_one_clear_line(data_dir:
     assert "\n" not in message and "99" in message and str(db) in message
 
     result = subprocess.run(
-        [sys.executable, "-m", "ltms", "stats"], env=hash_env(data_dir), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "ltms", "stats"], env=child_env(data_dir), capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if "schema version" in line]

@@ -11,16 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import hash_env, hash_settings
-from test_ops_support import (
-    MEMORIES,
-    QUERIES,
-    build_store,
-    doctor_json,
-    ltmc,
-    one_line_error,
-    search_results,
-)
 
 from ltms.embeddings.hashing import HashingEmbedder
 from ltms.errors import InvalidInput
@@ -28,6 +18,17 @@ from ltms.ops.progress import ProgressBar
 from ltms.ops.reindex import run_reindex
 from ltms.ops.transfer import parse_line
 from ltms.service import MemoryService
+from tests.helpers import child_env, hash_settings
+from tests.ops_helpers import (
+    MEMORIES,
+    QUERIES,
+    build_store,
+    doctor_json,
+    ltmc,
+    ltmc_here,
+    one_line_error,
+    search_results,
+)
 
 
 def memories_of(data_dir: Path) -> list[tuple[str, str, list[str], dict, float]]:
@@ -57,19 +58,19 @@ def test_export_import_round_trip_into_a_fresh_directory(tmp_path: Path) -> None
         service.update(1, tags=["pets", "edited"], metadata={"edited": True})
         service.delete(4)
     dump = tmp_path / "memories.jsonl"
-    result = ltmc("export", str(dump), data_dir=source, cwd=tmp_path)
+    result = ltmc_here("export", str(dump), data_dir=source, cwd=tmp_path)
     assert result.returncode == 0 and "exported 5 memories" in result.stdout, result.stderr
     lines = [json.loads(line) for line in dump.read_text("utf-8").splitlines()]
     assert len(lines) == 5
     assert set(lines[0]) == {"id", "text", "namespace", "tags", "metadata", "created_at", "updated_at"}
     assert lines[0]["tags"] == ["pets", "edited"] and lines[0]["created_at"].endswith("Z")
 
-    result = ltmc("import", str(dump), data_dir=target, cwd=tmp_path)
+    result = ltmc_here("import", str(dump), data_dir=target, cwd=tmp_path)
     assert result.returncode == 0 and "imported 5, already present 0" in result.stdout, result.stderr
     assert_same_memories(memories_of(target), memories_of(source))
     assert search_results(target) == search_results(source)
     # Idempotent: the same file again adds nothing.
-    result = ltmc("import", str(dump), data_dir=target, cwd=tmp_path)
+    result = ltmc_here("import", str(dump), data_dir=target, cwd=tmp_path)
     assert result.returncode == 0 and "imported 0, already present 5" in result.stdout
     assert_same_memories(memories_of(target), memories_of(source))
     status, report = doctor_json(target, tmp_path)
@@ -94,7 +95,7 @@ def test_malformed_line_imports_nothing(tmp_path: Path) -> None:
     good = json.dumps({"text": "a new memory", "tags": ["x"]})
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join([good, json.dumps({"text": "another"}), "{not json", ""]) + "\n", "utf-8")
-    error = one_line_error(ltmc("import", str(bad), data_dir=data, cwd=tmp_path))
+    error = one_line_error(ltmc_here("import", str(bad), data_dir=data, cwd=tmp_path))
     assert "line 3: not valid JSON" in error and "nothing was imported" in error
     assert len(memories_of(data)) == 2
 
@@ -112,12 +113,14 @@ def test_malformed_line_imports_nothing(tmp_path: Path) -> None:
             parse_line(1, line.encode(), settings)
         assert expected in f"line 1: {caught.value}", line
     bad.write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n{"text": 5}\n')
-    result = ltmc("import", str(bad), data_dir=tmp_path / "never", cwd=tmp_path)
+    result = ltmc_here("import", str(bad), data_dir=tmp_path / "never", cwd=tmp_path)
     error = one_line_error(result)
     assert "2 malformed lines" in error and "line 2: not valid UTF-8" in error
     assert "line 3: text must be a string" in result.stderr
     assert not (tmp_path / "never").exists(), "a rejected import must not even create the data directory"
-    assert "cannot read" in one_line_error(ltmc("import", str(tmp_path / "missing.jsonl"), data_dir=data, cwd=tmp_path))
+    assert "cannot read" in one_line_error(
+        ltmc_here("import", str(tmp_path / "missing.jsonl"), data_dir=data, cwd=tmp_path)
+    )
 
 
 def test_import_keeps_created_at_and_dedups_within_the_file(tmp_path: Path) -> None:
@@ -129,7 +132,7 @@ def test_import_keeps_created_at_and_dedups_within_the_file(tmp_path: Path) -> N
         {"text": "same text", "namespace": "other", "created_at": 1577934245.5},
     ]
     dump.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
-    result = ltmc("import", str(dump), data_dir=data, cwd=tmp_path)
+    result = ltmc_here("import", str(dump), data_dir=data, cwd=tmp_path)
     assert "imported 2, already present 1" in result.stdout, result.stderr
     created = {m[0]: m[4] for m in memories_of(data)}
     assert created == {"default": pytest.approx(1577934245.123456, abs=1e-6), "other": 1577934245.5}
@@ -143,7 +146,7 @@ def test_reindex_rebuilds_from_the_database(tmp_path: Path) -> None:
     build_store(data)
     expected = search_results(data)
     manifest_before = json.loads((data / "faiss_index.manifest.json").read_text())
-    result = ltmc("reindex", data_dir=data, cwd=tmp_path)
+    result = ltmc_here("reindex", data_dir=data, cwd=tmp_path)
     assert result.returncode == 0 and "reindexed 6 vectors (hash-384-v1, 384-d)" in result.stdout, result.stderr
     manifest = json.loads((data / "faiss_index.manifest.json").read_text())
     assert manifest["saved_at"] > manifest_before["saved_at"] and manifest["count"] == 6
@@ -165,13 +168,13 @@ def test_reembed_in_process_with_an_explicit_embedder(tmp_path: Path) -> None:
 def test_reembed_is_the_way_out_of_a_model_mismatch(tmp_path: Path) -> None:
     data = tmp_path / "data"
     build_store(data, embedder=HashingEmbedder(dimension=64))  # stored with hash-64-v1; the CLI uses hash-384-v1
-    error = one_line_error(ltmc("stats", data_dir=data, cwd=tmp_path))
+    error = one_line_error(ltmc_here("stats", data_dir=data, cwd=tmp_path))
     assert "'hash-64-v1'" in error and "ltmc reindex --reembed" in error
-    assert "ltmc reindex --reembed" in one_line_error(ltmc("reindex", data_dir=data, cwd=tmp_path))
-    result = ltmc("reindex", "--reembed", data_dir=data, cwd=tmp_path)
+    assert "ltmc reindex --reembed" in one_line_error(ltmc_here("reindex", data_dir=data, cwd=tmp_path))
+    result = ltmc_here("reindex", "--reembed", data_dir=data, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "re-embedded 6 memories with hash-384-v1 (384-d)" in result.stdout
-    stats = json.loads(ltmc("stats", "--json", data_dir=data, cwd=tmp_path).stdout)
+    stats = json.loads(ltmc_here("stats", "--json", data_dir=data, cwd=tmp_path).stdout)
     assert stats["model"] == "hash-384-v1" and stats["index"]["vectors"] == 6
     status, report = doctor_json(data, tmp_path)
     assert status == 0, report
@@ -186,13 +189,13 @@ def test_reembed_is_the_way_out_of_a_model_mismatch(tmp_path: Path) -> None:
 def test_stats_table_and_json(tmp_path: Path) -> None:
     data = tmp_path / "data"
     build_store(data)
-    result = ltmc("stats", data_dir=data, cwd=tmp_path)
+    result = ltmc_here("stats", data_dir=data, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["memories", "6"]
     assert any(line.split() == ["default", "2"] for line in lines) and "hash-384-v1 (384-d)" in result.stdout
     assert "saved " in result.stdout and " ago" in result.stdout and str(data) in result.stdout
-    stats = json.loads(ltmc("stats", "--json", data_dir=data, cwd=tmp_path).stdout)
+    stats = json.loads(ltmc_here("stats", "--json", data_dir=data, cwd=tmp_path).stdout)
     assert stats["namespaces"] == {"default": 2, "misc": 2, "work": 2}
     assert stats["index"]["vectors"] == 6 and stats["index"]["snapshot_bytes"] > 0
     assert stats["index"]["snapshot_age_seconds"] >= 0
@@ -229,7 +232,7 @@ def test_long_commands_show_progress_on_a_terminal_and_stay_quiet_in_pipes(tmp_p
     assert piped.returncode == 0 and "\r" not in piped.stderr and "indexing" not in piped.stderr
     leader, follower = pty.openpty()
     try:
-        env = hash_env(data, LTMC_LOG_LEVEL="warning")
+        env = child_env(data, LTMC_LOG_LEVEL="warning")
         run = subprocess.run(
             [sys.executable, "-m", "ltms", "reindex"],
             cwd=tmp_path,
@@ -270,7 +273,7 @@ def test_import_shows_progress_per_chunk() -> None:
 
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     build_store(tmp_path / "data")
-    env = hash_env(tmp_path / "data")
+    env = child_env(tmp_path / "data")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ltms", "doctor", "--json"],
         env=env,
@@ -282,5 +285,6 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     proc.stdout.read(10)
     proc.stdout.close()  # like `| head -c 10`
     stderr = proc.stderr.read().decode()
+    proc.stderr.close()
     proc.wait(timeout=60)
     assert "Traceback" not in stderr, stderr

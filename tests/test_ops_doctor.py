@@ -9,25 +9,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import hash_env, hash_settings
-from test_ops_support import (
-    REPO,
+from ltms.service import MemoryService
+from tests.helpers import REPO, child_env, hash_settings
+from tests.ops_helpers import (
     build_store,
     codes,
     corrupt_snapshot,
     doctor_json,
     listing,
-    ltmc,
+    ltmc_here,
     search_results,
 )
-
-from ltms.service import MemoryService
 
 
 def test_healthy_store_table_and_json(tmp_path: Path) -> None:
     data = tmp_path / "data"
     build_store(data)
-    result = ltmc("doctor", data_dir=data, cwd=tmp_path)
+    result = ltmc_here("doctor", data_dir=data, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "Healthy: no problems found." in out
@@ -58,7 +56,7 @@ def test_fresh_data_dir_is_healthy_and_left_alone(tmp_path: Path) -> None:
     status, report = doctor_json(data, tmp_path, "--fix")
     assert status == 0 and report["fixed"] == [] and report["found"] == []
     assert not data.exists(), "doctor must not create the data directory"
-    assert "nothing to fix" in ltmc("doctor", "--fix", data_dir=data, cwd=tmp_path).stdout
+    assert "nothing to fix" in ltmc_here("doctor", "--fix", data_dir=data, cwd=tmp_path).stdout
 
 
 def test_corrupt_snapshot_is_diagnosed_without_changes_then_fixed_once(tmp_path: Path) -> None:
@@ -72,7 +70,7 @@ def test_corrupt_snapshot_is_diagnosed_without_changes_then_fixed_once(tmp_path:
     assert "checksum mismatch" in report["problems"][0]["message"]
     assert listing(data) == before, "doctor without --fix changed files"
 
-    result = ltmc("doctor", "--fix", data_dir=data, cwd=tmp_path)
+    result = ltmc_here("doctor", "--fix", data_dir=data, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rebuilt the index from the database: 6 vectors" in result.stdout
     assert "Healthy: no problems found." in result.stdout
@@ -98,14 +96,14 @@ def test_stray_index_files_in_the_working_directory(tmp_path: Path) -> None:
     assert {p["path"] for p in report["problems"]} == {str(cwd / "faiss_index"), str(cwd / "faiss_index.pkl")}
     assert str(cwd) in {c["name"]: c for c in report["checks"]}["stray files"]["searched"]
 
-    result = ltmc("doctor", "--fix", data_dir=data, cwd=cwd)
+    result = ltmc_here("doctor", "--fix", data_dir=data, cwd=cwd)
     assert result.returncode == 0, result.stdout
     assert not (cwd / "faiss_index").exists() and not (cwd / "faiss_index.pkl").exists()
     moved = {p.name.split(".stray-")[0]: p.read_bytes() for p in cwd.iterdir() if ".stray-" in p.name}
     assert moved == {"faiss_index": b"old index from the path bug", "faiss_index.pkl": b"old metadata"}
     assert (cwd / "faiss_index_helper.py").exists()
     settled = listing(cwd, data)
-    assert ltmc("doctor", "--fix", data_dir=data, cwd=cwd).returncode == 0
+    assert ltmc_here("doctor", "--fix", data_dir=data, cwd=cwd).returncode == 0
     assert listing(cwd, data) == settled
 
 
@@ -197,7 +195,7 @@ def test_wrapper_script_is_the_same_as_doctor(tmp_path: Path) -> None:
     data = tmp_path / "data"
     build_store(data)
     corrupt_snapshot(data)
-    env = hash_env(data, LTMC_LOG_LEVEL="warning")
+    env = child_env(data, LTMC_LOG_LEVEL="warning")
     env.pop("PYTHONPATH")
     script = str(REPO / "fix_faiss_persistence.py")
     run = subprocess.run([sys.executable, script, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -211,21 +209,39 @@ def script_lines(path: str) -> list[str]:
     return Path(path).read_text().splitlines()
 
 
-def test_wrapper_works_from_a_copy_without_the_package_installed(tmp_path: Path) -> None:
-    """A checkout elsewhere: the script puts its own directory first on sys.path and scans it for strays."""
+def copy_of_the_checkout(tmp_path: Path) -> Path:
     checkout = tmp_path / "checkout"
     shutil.copytree(REPO / "ltms", checkout / "ltms", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "fix_faiss_persistence.py", checkout)
-    (checkout / "faiss_index").write_bytes(b"left next to the scripts")
-    env = hash_env(tmp_path / "data", LTMC_LOG_LEVEL="warning")
+    return checkout
+
+
+def run_with_a_bare_python(script: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python script ARGS` with a Python that lacks LTMC's dependencies, like the system's (-S: no site-packages)."""
+    command = [sys.executable, "-S", str(script), *args]
+    return subprocess.run(command, cwd="/", env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_wrapper_with_the_system_python_and_no_venv_says_to_run_setup(tmp_path: Path) -> None:
+    checkout = copy_of_the_checkout(tmp_path)
+    env = child_env(tmp_path / "data")
     env.pop("PYTHONPATH")
-    run = subprocess.run(
-        [sys.executable, "-I", str(checkout / "fix_faiss_persistence.py"), "--json"],
-        cwd="/",
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    run = run_with_a_bare_python(checkout / "fix_faiss_persistence.py", "--json", env=env)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+    assert str(checkout / "scripts" / "setup.sh") in run.stderr and "No module named" in run.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_wrapper_with_the_system_python_uses_the_project_venv(tmp_path: Path) -> None:
+    """A checkout elsewhere with its .venv: the script re-executes itself with it, runs the copy's ltms, and scans
+    the directory it lives in for strays."""
+    checkout = copy_of_the_checkout(tmp_path)
+    (checkout / ".venv").symlink_to(Path(sys.prefix))  # the environment setup.sh would have made
+    (checkout / "faiss_index").write_bytes(b"left next to the scripts")
+    env = child_env(tmp_path / "data", LTMC_LOG_LEVEL="warning")
+    env.pop("PYTHONPATH")
+    run = run_with_a_bare_python(checkout / "fix_faiss_persistence.py", "--json", env=env)
     report = json.loads(run.stdout)
     assert run.returncode == 1 and codes(report) == ["stray_index_file"], run.stderr
     assert report["problems"][0]["path"] == str(checkout / "faiss_index")
@@ -237,7 +253,7 @@ def test_data_dir_flag_before_or_after_the_command(tmp_path: Path) -> None:
     """`ltmc --data-dir X doctor` must check X, not the default directory (the flag used to be reset)."""
     flagged = tmp_path / "flagged"
     for argv in (["--data-dir", str(flagged), "doctor", "--json"], ["doctor", "--json", "--data-dir", str(flagged)]):
-        result = ltmc(*argv, data_dir=tmp_path / "from-env", cwd=tmp_path)
+        result = ltmc_here(*argv, data_dir=tmp_path / "from-env", cwd=tmp_path)
         settings = {s["name"]: s for s in json.loads(result.stdout)["settings"]}
         assert settings["data_dir"]["value"] == str(flagged), argv
         assert settings["data_dir"]["source"] == "argument --data-dir"

@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support import REPO, hash_env
-from test_ops_support import build_store, codes, doctor_json, ltmc, one_line_error
+
+from tests.helpers import REPO, child_env
+from tests.ops_helpers import build_store, codes, doctor_json, ltmc_here, one_line_error
 
 
 def _nobody() -> pwd.struct_passwd | None:
@@ -44,7 +45,7 @@ def test_readonly_as_unprivileged_user() -> None:
         data.chmod(0o755)  # readable, not writable, for nobody
         for path in data.iterdir():
             path.chmod(0o644)
-        env = hash_env(data, LTMC_LOG_LEVEL="warning", HOME=str(base))
+        env = child_env(data, LTMC_LOG_LEVEL="warning", HOME=str(base))
 
         def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
             command = [
@@ -89,13 +90,13 @@ def test_data_dir_is_a_file(tmp_path: Path) -> None:
     status, report = doctor_json(occupied, tmp_path)
     assert status == 1 and codes(report) == ["data_dir_not_a_directory"]
     for args in (["stats"], ["reindex"], ["doctor", "--fix"]):
-        result = ltmc(*args, data_dir=occupied, cwd=tmp_path)
+        result = ltmc_here(*args, data_dir=occupied, cwd=tmp_path)
         assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert str(occupied) in one_line_error(ltmc("stats", data_dir=occupied, cwd=tmp_path))
+    assert str(occupied) in one_line_error(ltmc_here("stats", data_dir=occupied, cwd=tmp_path))
 
     below = occupied / "data"
     status, report = doctor_json(below, tmp_path)
     assert status == 1 and codes(report) == ["data_dir_not_a_directory"]
     assert f"{occupied} is not a directory" in report["problems"][0]["message"]
-    assert "Not a directory" in one_line_error(ltmc("reindex", data_dir=below, cwd=tmp_path))
+    assert "Not a directory" in one_line_error(ltmc_here("reindex", data_dir=below, cwd=tmp_path))
     assert occupied.read_text() == "not a directory"

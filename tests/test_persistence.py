@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
-from support import hash_env, hash_settings, run_python
 
 from ltms.service import MemoryService
+from tests.helpers import child_env, hash_settings, run_python
 
 STORE_ONE_AND_CHECK = """
 import logging, sys
@@ -33,7 +32,7 @@ def test_vectors_accumulate_across_restarts(tmp_path: Path) -> None:
     """0 -> 1 -> 2 -> 3 -> 4 -> 5, one fresh process each, every restart a load and not a recreation."""
     data = tmp_path / "data"
     for n in range(5):
-        result = run_python(STORE_ONE_AND_CHECK, hash_env(data, N=str(n)), cwd=tmp_path)
+        result = run_python(STORE_ONE_AND_CHECK, child_env(data, N=str(n)), cwd=tmp_path)
         assert result.stdout.split() == ["before", str(n), "after", str(n + 1)]
         if n == 0:
             assert "no index snapshot" in result.stderr
@@ -91,19 +90,36 @@ def test_a_snapshot_built_with_another_model_is_rebuilt(tmp_path: Path) -> None:
         assert service.storage.index.ntotal == 1
 
 
-def test_saves_are_batched_not_one_rewrite_per_store(tmp_path: Path) -> None:
+def saves_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("saved index snapshot")]
+
+
+def test_saves_are_batched_not_one_rewrite_per_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Below `LTMC_SNAPSHOT_EVERY` changes nothing is saved however long the saver runs; at it, one save of all."""
+    caplog.set_level("INFO", logger="ltms.service")
     data = tmp_path / "data"
-    settings = hash_settings(data, LTMC_SNAPSHOT_EVERY="1000", LTMC_SNAPSHOT_QUIET_SECONDS="3600")
-    service = MemoryService(settings)
-    first = (data / "faiss_index").stat().st_mtime_ns
+    settings = hash_settings(data, LTMC_SNAPSHOT_EVERY="30", LTMC_SNAPSHOT_QUIET_SECONDS="3600")
+    with MemoryService(settings) as service:
+        first = (data / "faiss_index").stat().st_mtime_ns  # the empty snapshot of a new store
+        for i in range(29):
+            service.store(f"batched memory {i}")
+        assert (data / "faiss_index").stat().st_mtime_ns == first  # no store wrote the snapshot itself
+        service.store("batched memory 29")
+        assert service.wait_until_saved(timeout=60), "the saver never saved at 30 changes"
+        assert json.loads((data / "faiss_index.manifest.json").read_text())["count"] == 30
+    # The saver ran every 0.25 s while the 30 stores went in: had it saved below the threshold, it would show here.
+    saves = saves_logged(caplog)
+    assert len(saves) == 2 and " 0 vectors" in saves[0] and " 30 vectors" in saves[1], saves
+
+
+def test_the_last_changes_are_saved_at_close(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    service = MemoryService(hash_settings(data, LTMC_SNAPSHOT_EVERY="1000", LTMC_SNAPSHOT_QUIET_SECONDS="3600"))
     for i in range(50):
         service.store(f"batched memory {i}")
-    time.sleep(0.6)  # several ticks of the background saver
-    assert (data / "faiss_index").stat().st_mtime_ns == first
     assert service.stats()["index"]["unsaved_changes"] == 50
     service.close()  # clean shutdown saves
-    manifest = json.loads((data / "faiss_index.manifest.json").read_text())
-    assert manifest["count"] == 50
+    assert json.loads((data / "faiss_index.manifest.json").read_text())["count"] == 50
 
 
 def test_background_saver_writes_after_n_changes(tmp_path: Path) -> None:
@@ -112,15 +128,25 @@ def test_background_saver_writes_after_n_changes(tmp_path: Path) -> None:
     with MemoryService(settings) as service:
         for i in range(10):
             service.store(f"memory {i}")
-        assert service.wait_until_saved(timeout=60), "the saver never wrote the snapshot"
-        assert json.loads((data / "faiss_index.manifest.json").read_text())["count"] == 10
+        assert service.wait_until_saved(timeout=60), "the saver never saved at 10 changes"
         assert service.stats()["index"]["unsaved_changes"] == 0
+        assert json.loads((data / "faiss_index.manifest.json").read_text())["count"] == 10
+
+
+def test_background_saver_writes_after_a_quiet_period(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    settings = hash_settings(data, LTMC_SNAPSHOT_EVERY="1000", LTMC_SNAPSHOT_QUIET_SECONDS="0.2")
+    with MemoryService(settings) as service:
+        for i in range(3):
+            service.store(f"quiet memory {i}")
+        assert service.wait_until_saved(timeout=60), "the saver never saved after the quiet period"
+        assert json.loads((data / "faiss_index.manifest.json").read_text())["count"] == 3
 
 
 def test_changes_newer_than_the_snapshot_are_replayed(tmp_path: Path) -> None:
     """A process that dies without saving leaves a stale snapshot; the next start replays the change log."""
     data = tmp_path / "data"
-    env = hash_env(data, LTMC_SNAPSHOT_EVERY="100000", LTMC_SNAPSHOT_QUIET_SECONDS="3600")
+    env = child_env(data, LTMC_SNAPSHOT_EVERY="100000", LTMC_SNAPSHOT_QUIET_SECONDS="3600")
     run_python(
         "import os\nfrom ltms.config import Settings\nfrom ltms.service import MemoryService\n"
         "s = MemoryService(Settings.load())\n"

@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from support import hash_env
 
 from ltms.storage.base import Filter
 from ltms.storage.postgres import PostgresStorage
-
-pytest_plugins = ["postgres_server"]
+from tests.helpers import child_env
 
 DIM = 8
 OWN = 60
@@ -82,7 +80,7 @@ def test_two_processes_writing_at_once(pg_cluster: Any, tmp_path: Path) -> None:
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, url, name, str(DIM), str(OWN), str(SHARED), str(DELETE_EVERY)],
-            env=hash_env(tmp_path / "unused"),
+            env=child_env(tmp_path / "unused"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -19,12 +19,12 @@ from typing import IO
 
 import numpy as np
 import pytest
-from postgres_server import PostgresCluster
-from support import hash_env
 
 from ltms.errors import StorageError
 from ltms.storage.base import Filter
 from ltms.storage.postgres import PostgresStorage
+from tests.helpers import child_env, close_pipes
+from tests.postgres_server import PostgresCluster
 
 DIM = 8
 CHUNKS = 3
@@ -72,7 +72,7 @@ def start_writer(url: str, tmp_path: Path, first: int = 0) -> subprocess.Popen[s
     """A writer storing memories number `first`, `first` + 1, ..."""
     return subprocess.Popen(
         [sys.executable, "-c", WRITER, url, str(DIM), str(CHUNKS), str(first)],
-        env=hash_env(tmp_path / "unused"),
+        env=child_env(tmp_path / "unused"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -151,6 +151,7 @@ def test_kill_9_of_the_postmaster_loses_nothing_acknowledged(cluster: PostgresCl
     finally:
         writer.kill()
         writer.wait(30)
+        close_pipes(writer)
         survivor.close()
 
 
@@ -167,6 +168,7 @@ def test_kill_9_of_a_writer_leaves_no_half_written_memory(cluster: PostgresClust
         finally:
             writer.kill()
             writer.wait(30)
+            close_pipes(writer)
     storage = PostgresStorage.open(url, DIM, pool_size=1)
     try:
         check_acked_present(storage, acked)

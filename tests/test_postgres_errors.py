@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from test_server_support import free_port
 
 from ltms.config import Settings
 from ltms.errors import LTMCError, ModelMismatch, StorageError
@@ -24,8 +23,7 @@ from ltms.storage.base import Chunk, NewMemory
 from ltms.storage.pg_schema import DimensionMismatch, PostgresSetupError, check_pgvector, pgvector_version
 from ltms.storage.pg_url import redact_url, scrub, secrets_of
 from ltms.storage.postgres import PostgresConnectError, PostgresStorage
-
-pytest_plugins = ["postgres_server"]
+from tests.helpers import free_port
 
 DIM = 8
 

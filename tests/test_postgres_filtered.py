@@ -21,8 +21,6 @@ from ltms.storage import postgres
 from ltms.storage.base import Chunk, Filter, NewMemory
 from ltms.storage.postgres import PostgresStorage
 
-pytest_plugins = ["postgres_server"]
-
 N = 2000
 DIM = 32
 K = 10

@@ -18,8 +18,6 @@ from ltms.ops.migrate import MigrationFailed, migrate
 from ltms.storage.base import Chunk, Filter, NewMemory
 from ltms.storage.postgres import PostgresStorage
 
-pytest_plugins = ["postgres_server"]
-
 DIM = 12
 N = 120
 

@@ -1,9 +1,10 @@
-"""Bad input through real server processes (HTTP and stdio) and a property-based fuzz of every tool's arguments
-(in process). Every rejected call leaves the store unchanged, and the server answers the next call.
+"""Bad input: raw JSON-RPC bodies through the HTTP app (in process), raw lines through a real stdio server process,
+wrong types for every argument of every tool and a property-based fuzz of the tool arguments (through the SDK's
+in-memory client). Every rejected call leaves the store unchanged, and the server answers the next call.
 
-test_server_tools.py checks the error text of one bad value per bound; test_server_transports.py checks
-non-JSON and oversized HTTP bodies. Here: malformed JSON-RPC, lone surrogates and NUL bytes in every text
-field, wrong types for every argument of every tool (taken from the published schemas), and the fuzz.
+test_server_tools.py checks the error text of one bad value per bound; test_server_http_app.py checks non-JSON
+and oversized HTTP bodies. Here: malformed JSON-RPC, lone surrogates and NUL bytes in every text field, wrong
+types for every argument of every tool (taken from the published schemas), and the fuzz.
 """
 
 from __future__ import annotations
@@ -11,28 +12,24 @@ from __future__ import annotations
 import json
 import queue
 import subprocess
-import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
-from test_server_support import REPO, ServerProcess, child_env
+from starlette.testclient import TestClient
 
+from bench.reliability.reliability_kit import call
 from ltms.config import Settings
 from ltms.server.tools import build_server
 from ltms.service import MemoryService
-
-sys.path.insert(0, str(REPO / "bench" / "reliability"))
-from reliability_kit import call, http_client
+from tests.helpers import asgi_app, child_env, hash_settings, serve_command
 
 pytestmark = pytest.mark.anyio
-StartServer = Callable[..., ServerProcess]
 HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 PROTOCOL = "2025-06-18"
 INIT = {
@@ -122,9 +119,9 @@ REFUSED: dict[str, bytes | dict[str, Any] | list[Any]] = {
 class RawSession:
     """A streamable-HTTP MCP session driven with raw JSON-RPC bodies."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        response = httpx2.post(url, json=INIT, headers=HEADERS, timeout=30)
+    def __init__(self, http: TestClient, url: str = "/mcp") -> None:
+        self.http, self.url = http, url
+        response = http.post(url, json=INIT, headers=HEADERS)
         assert response.status_code == 200, response.text
         self.headers = {
             **HEADERS,
@@ -135,7 +132,7 @@ class RawSession:
 
     def post(self, body: bytes | dict[str, Any] | list[Any]) -> tuple[int, list[dict[str, Any]]]:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        response = httpx2.post(self.url, content=content, headers=self.headers, timeout=30)
+        response = self.http.post(self.url, content=content, headers=self.headers)
         return response.status_code, parse_messages(response.text)
 
     def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -168,22 +165,31 @@ def refused(status: int, messages: list[dict[str, Any]]) -> bool:
     )
 
 
-def test_malformed_json_rpc_and_bad_values_over_http_change_nothing(start_server: StartServer, data_dir: Path) -> None:
-    server = start_server("http")
-    session = RawSession(f"{server.base_url}/mcp")
-    session.call("store_memory", {"text": "first memory of the baseline"})
-    session.call("store_memory", {"text": "second memory of the baseline"})
-    baseline = session.fingerprint()
-    assert baseline[0] == 2
-    for name, body in REFUSED.items():
-        status, messages = session.post(body)
-        assert refused(status, messages), f"{name}: {status} {messages}"
-        for message in messages:
-            text = json.dumps(message)
-            assert "internal server error" not in text and "Traceback" not in text, f"{name}: {text}"
-        assert session.fingerprint() == baseline, f"{name} changed the store"
-    assert httpx2.get(f"{server.base_url}/health").json()["memories"] == 2
-    assert "Traceback" not in server.log()
+@pytest.fixture
+def service(data_dir: Path) -> Iterator[MemoryService]:
+    with MemoryService(hash_settings(data_dir), background_saves=False) as service:
+        yield service
+
+
+def test_malformed_json_rpc_and_bad_values_over_http_change_nothing(
+    service: MemoryService, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = asgi_app(service, service.settings)
+    with TestClient(app, base_url="http://127.0.0.1:5050") as http:
+        session = RawSession(http)
+        session.call("store_memory", {"text": "first memory of the baseline"})
+        session.call("store_memory", {"text": "second memory of the baseline"})
+        baseline = session.fingerprint()
+        assert baseline[0] == 2
+        for name, body in REFUSED.items():
+            status, messages = session.post(body)
+            assert refused(status, messages), f"{name}: {status} {messages}"
+            for message in messages:
+                text = json.dumps(message)
+                assert "internal server error" not in text and "Traceback" not in text, f"{name}: {text}"
+            assert session.fingerprint() == baseline, f"{name} changed the store"
+        assert http.get("/health").json()["memories"] == 2
+    assert not [r for r in caplog.records if r.exc_info], "an exception was logged"
 
 
 def wrong_values(name: str, schema: dict[str, Any]) -> list[Any]:
@@ -205,9 +211,8 @@ def wrong_values(name: str, schema: dict[str, Any]) -> list[Any]:
     return wrong
 
 
-async def test_wrong_types_for_every_argument_of_every_tool(start_server: StartServer, data_dir: Path) -> None:
-    server = start_server("http")
-    async with http_client(f"{server.base_url}/mcp") as client:
+async def test_wrong_types_for_every_argument_of_every_tool(service: MemoryService) -> None:
+    async with Client(build_server(service, service.settings)) as client:
         text = "a memory that must survive every bad call"
         kept = await call(client, "store_memory", {"text": text})
         before = await call(client, "memory_stats", {})
@@ -245,7 +250,7 @@ def test_malformed_lines_over_stdio_change_nothing_and_the_server_answers_after(
         lines.append(body if isinstance(body, bytes) else json.dumps(body).encode())
     lines.append(json.dumps(tool_call("memory_stats", {}, request_id=99)).encode())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ltms", "serve", "--transport", "stdio"],
+        serve_command("stdio"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -267,6 +272,9 @@ def test_malformed_lines_over_stdio_change_nothing_and_the_server_answers_after(
             proc.kill()
             proc.wait(10)
         stderr = proc.stderr.read() if proc.stderr else b""
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
     assert next(a for a in received if a.get("id") == 99)["result"]["structuredContent"]["memories"] == 0
     for answer in received:
         if answer.get("id") not in (1, 99):

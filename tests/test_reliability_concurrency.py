@@ -1,5 +1,5 @@
 """Two server processes on one data directory, under concurrent clients: a stdio server (the SDK client spawns
-it) and an HTTP server, with 8 HTTP clients and the stdio client storing and retrieving at once. Every
+it) and an HTTP server, with 6 HTTP clients and the stdio client storing and retrieving at once. Every
 acknowledged memory must be visible from both servers, during the run and after it.
 
 The service-level two-writer test is in test_concurrency_and_crash.py; the long variant is
@@ -16,16 +16,15 @@ from pathlib import Path
 import anyio
 import pytest
 from mcp import Client
-from test_server_support import REPO, ServerProcess, child_env
 
-sys.path.insert(0, str(REPO / "bench" / "reliability"))
-from reliability_kit import Ledger, http_client, mixed_client, run_script, stdio_params, verify
+from bench.reliability.reliability_kit import Ledger, http_client, mixed_client, run_script, stdio_params, verify
+from tests.helpers import REPO, ServerProcess, child_env
 
 pytestmark = pytest.mark.anyio
 StartServer = Callable[..., ServerProcess]
 
-HTTP_CLIENTS = 8
-OPS = 15  # per client: a store, a retrieve of it, a get and a retrieve of another client's memory
+HTTP_CLIENTS = 6
+OPS = 10  # per client: a store, a retrieve of it, a get and a retrieve of another client's memory
 
 
 async def test_stdio_and_http_servers_on_one_directory_with_concurrent_clients(

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import REPO, hash_env, hash_settings, run_python
 
 from ltms.embeddings.minilm import MiniLMEmbedder
 from ltms.errors import InvalidInput
 from ltms.retrieval.keywords import query_terms
 from ltms.service import MODES, MemoryService
 from ltms.storage.base import Filter
+from tests.helpers import REPO, child_env, hash_settings, run_python
 
 DATASET = REPO / "bench" / "retrieval" / "dataset.json"
 
@@ -354,7 +354,7 @@ def test_a_second_processs_store_is_found_by_both_legs_at_once(data_dir: Path) -
     with MemoryService(hash_settings(data_dir)) as service:
         service.store_many([(t, None, None, None) for t in NEIGHBOURS])
         assert service.retrieve(short, k=1)  # this process's index is loaded and in use
-        printed = run_python(CHILD_STORE.format(short=short, long=long), hash_env(data_dir)).stdout.split()
+        printed = run_python(CHILD_STORE.format(short=short, long=long), child_env(data_dir)).stdout.split()
         short_id, long_id = int(printed[0]), int(printed[1])
         keyword = service.retrieve("harpsichord conservatory", k=1, mode="keyword")
         assert ids_of(keyword) == [short_id]

@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 
 import pytest
-from test_ops_support import MEMORIES, build_store, listing, ltmc, one_line_error
 
 from ltms.errors import StorageError
 from ltms.fsutil import atomic_writer
+from tests.ops_helpers import MEMORIES, build_store, listing, ltmc, one_line_error
 
 
 def assert_store_intact(data: Path, tmp_path: Path) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support import hash_settings
-from test_ops_support import build_store, ltmc, one_line_error
-
 from ltms.embeddings.hashing import HashingEmbedder
 from ltms.service import MemoryService
+from tests.helpers import hash_settings
+from tests.ops_helpers import build_store, ltmc, one_line_error
 
 
 def test_the_model_mismatch_error_suggests_a_value_that_is_accepted(tmp_path: Path) -> None:

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import hash_env, hash_settings
 
 from ltms.embeddings.hashing import HashingEmbedder
 from ltms.errors import ModelMismatch
 from ltms.service import MemoryService
+from tests.helpers import child_env, hash_settings
 
 OPENER = """
 import sys
@@ -36,7 +36,7 @@ service.close()
 @pytest.mark.parametrize("trial", range(3))
 def test_two_processes_with_different_models_on_an_empty_store(tmp_path: Path, trial: int) -> None:
     data = tmp_path / "data"
-    env = hash_env(data)
+    env = child_env(data)
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", OPENER, str(dimension)],
@@ -57,10 +57,8 @@ def test_two_processes_with_different_models_on_an_empty_store(tmp_path: Path, t
         assert proc.stdout is not None
         answers.append(proc.stdout.readline())
     for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=60)
-        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+        _, err = proc.communicate(timeout=60)  # closes stdin (the cue to stop) and reads to the end
+        assert proc.returncode == 0, err
     kinds = sorted(answer.split()[0] for answer in answers)
     assert kinds == ["opened", "refused"], answers
     refusal = next(a for a in answers if a.startswith("refused"))
@@ -80,7 +78,7 @@ def test_reembed_reclaims_an_empty_store_for_another_model(tmp_path: Path) -> No
     with pytest.raises(ModelMismatch):
         MemoryService(hash_settings(data), background_saves=False)
     result = subprocess.run(
-        [sys.executable, "-m", "ltms", "reindex", "--reembed"], env=hash_env(data), capture_output=True, text=True
+        [sys.executable, "-m", "ltms", "reindex", "--reembed"], env=child_env(data), capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     with MemoryService(hash_settings(data), background_saves=False) as service:

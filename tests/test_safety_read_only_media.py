@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
-from test_ops_support import MEMORIES, build_store, corrupt_snapshot, listing, ltmc, one_line_error
-from test_server_support import ServerProcess, child_env
+
+from tests.helpers import ServerProcess, child_env
+from tests.ops_helpers import MEMORIES, build_store, corrupt_snapshot, listing, ltmc, one_line_error
 
 StartServer = Callable[..., ServerProcess]
 

@@ -11,11 +11,10 @@ import json
 import threading
 from pathlib import Path
 
-from support import hash_settings
-from test_safety_temp_files import blocked_on_lock
-
 from ltms.service import MemoryService
 from ltms.vector_store.faiss_store import SnapshotStore
+from tests.helpers import hash_settings
+from tests.test_safety_temp_files import blocked_on_lock
 
 
 def manifest_count(data: Path) -> int:

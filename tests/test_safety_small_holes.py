@@ -9,11 +9,11 @@ import stat
 from pathlib import Path
 
 import pytest
-from support import hash_env, hash_settings, run_python
-from test_ops_support import build_store, corrupt_snapshot, listing, ltmc, one_line_error
 
 from ltms.errors import InvalidInput
 from ltms.service import MemoryService
+from tests.helpers import child_env, hash_settings, run_python
+from tests.ops_helpers import build_store, corrupt_snapshot, listing, ltmc, one_line_error
 
 
 @pytest.mark.parametrize("namespace", ["work\n", "work\r\n", "\nwork", "work\x00"])
@@ -62,7 +62,7 @@ def test_directories_created_for_custom_paths_are_owner_only_under_umask_000(tmp
     run_python(
         "import os\nos.umask(0)\nfrom ltms.config import Settings\nfrom ltms.service import MemoryService\n"
         "MemoryService(Settings.load(), background_saves=False).close()\n",
-        hash_env(data, FAISS_INDEX_PATH=str(index)),
+        child_env(data, FAISS_INDEX_PATH=str(index)),
     )
     created = [tmp_path / "a", tmp_path / "a" / "b", data, tmp_path / "c", tmp_path / "c" / "d", index.parent]
     modes = {str(d.relative_to(tmp_path)): oct(stat.S_IMODE(d.stat().st_mode)) for d in created}

@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import hash_settings
-from test_ops_support import MEMORIES, build_store, codes, doctor_json, listing, ltmc, one_line_error
 
 from ltms.errors import StorageError
 from ltms.service import MemoryService
+from tests.helpers import hash_settings
+from tests.ops_helpers import MEMORIES, build_store, codes, doctor_json, listing, ltmc, one_line_error
 
 PAGE = 4096
 

@@ -15,10 +15,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from support import hash_env, hash_settings
-from test_ops_support import build_store, codes, doctor_json
-
 from ltms.service import MemoryService
+from tests.helpers import child_env, close_pipes, hash_settings
+from tests.ops_helpers import build_store, codes, doctor_json
 
 SAVER = """
 import sys
@@ -41,7 +40,7 @@ print("saved", flush=True)
 def start_saver(data: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", SAVER],
-        env=hash_env(data),
+        env=child_env(data),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -58,6 +57,7 @@ def leave_a_temp_file(data: Path) -> Path:
     proc = start_saver(data)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    close_pipes(proc)
     (temp,) = set(temp_files(data)) - before
     assert temp.stat().st_size == len(b"half of a snapshot") * 50_000
     return temp
@@ -115,7 +115,7 @@ def test_a_save_in_progress_keeps_its_temp_file(tmp_path: Path) -> None:
     doctor = subprocess.Popen(
         [sys.executable, "-m", "ltms", "doctor", "--fix", "--json"],
         cwd=tmp_path,
-        env=hash_env(data, LTMC_LOG_LEVEL="warning"),
+        env=child_env(data, LTMC_LOG_LEVEL="warning"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -132,7 +132,9 @@ def test_a_save_in_progress_keeps_its_temp_file(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=30)
+        close_pipes(doctor)
     assert saver.wait(timeout=30) == 0  # its rename found its temp file: nobody removed it under it
+    close_pipes(saver)
     assert "stale_temp_files" not in [p["code"] for p in json.loads(out)["found"]], err
     # What it wrote is no valid snapshot: doctor moved it aside (not deleted) and rebuilt the index.
     assert [p.read_bytes()[-8:] for p in data.glob("faiss_index.bad-*")] == [b"the rest"]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
-from support import hash_settings
 
 from ltms.errors import InvalidInput
 from ltms.server.tools import build_server
 from ltms.service import MemoryService
+from tests.helpers import hash_settings
 
 STORED = {
     "at midnight": "2026-12-01T00:00:00",

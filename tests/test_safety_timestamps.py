@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
-from support import hash_settings
-from test_ops_support import MEMORIES, build_store, codes, doctor_json, ltmc, one_line_error
 
 from ltms.errors import InvalidInput
 from ltms.server.tools import build_server
 from ltms.service import MemoryService
+from tests.helpers import hash_settings
+from tests.ops_helpers import MEMORIES, build_store, codes, doctor_json, ltmc, one_line_error
 
 GOOD = json.dumps({"text": "a good line", "created_at": "2024-05-01T10:00:00Z"})
 BAD_CREATED_AT = ["Infinity", "-Infinity", "NaN", "1e20", "-1e20", '"10000-01-01T00:00:00"', '"0000-01-01"', "1" * 400]

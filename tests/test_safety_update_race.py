@@ -12,9 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import hash_env, hash_settings
-
 from ltms.service import MemoryService
+from tests.helpers import child_env, close_pipes, hash_settings
 
 ROUNDS = 300
 
@@ -52,7 +51,7 @@ def start_updater(kind: str, memory_id: int, env: dict[str, str]) -> subprocess.
 
 def test_text_and_tags_updates_racing_from_two_processes_lose_nothing(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = hash_env(data, LTMC_SNAPSHOT_EVERY="100000", LTMC_SNAPSHOT_QUIET_SECONDS="3600")
+    env = child_env(data, LTMC_SNAPSHOT_EVERY="100000", LTMC_SNAPSHOT_QUIET_SECONDS="3600")
     with MemoryService(hash_settings(data), background_saves=False) as service:
         memory_id = service.store("the text written in round -1").id
     updaters = [start_updater(kind, memory_id, env) for kind in ("text", "tags")]
@@ -81,5 +80,7 @@ def test_text_and_tags_updates_racing_from_two_processes_lose_nothing(tmp_path: 
                 proc.stdin.close()
         for proc in updaters:
             proc.wait(timeout=60)
-            assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+            err = proc.stderr.read() if proc.stderr else ""
+            close_pipes(proc)
+            assert proc.returncode == 0, err
     assert lost == [], f"{len(lost)} of {ROUNDS} rounds lost a change: {lost[:5]}"

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from support import hash_settings
 
 from ltms.embeddings.base import Embedder
 from ltms.embeddings.hashing import HashingEmbedder
 from ltms.embeddings.minilm import MiniLMEmbedder
 from ltms.service import MemoryService
+from tests.helpers import hash_settings
 
 PAIRS = json.loads((Path(__file__).parent / "data" / "semantic_set.json").read_text())["pairs"]
 

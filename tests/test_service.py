@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import hash_settings
 
 from ltms.embeddings.hashing import HashingEmbedder
 from ltms.errors import InvalidInput, ModelMismatch, NotFound, ReadOnlyError
 from ltms.service import MemoryService
+from tests.helpers import hash_settings
 
 
 @pytest.fixture

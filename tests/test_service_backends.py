@@ -9,20 +9,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import hash_env, hash_settings
 
 from ltms.config import Settings
 from ltms.errors import InvalidInput, NotFound
 from ltms.service import MemoryService
-
-pytest_plugins = ["postgres_server"]
+from tests.helpers import child_env, hash_settings
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryService]:
     if request.param == "postgres":
         url = request.getfixturevalue("pg_url")
-        settings = Settings.load(env=hash_env(tmp_path / "data", LTMC_BACKEND="postgres", LTMC_DATABASE_URL=url))
+        settings = Settings.load(env=child_env(tmp_path / "data", LTMC_BACKEND="postgres", LTMC_DATABASE_URL=url))
     else:
         settings = hash_settings(tmp_path / "data")
     with MemoryService(settings, background_saves=False) as opened:

@@ -19,14 +19,12 @@ from typing import Any, Protocol
 import numpy as np
 import psycopg
 import pytest
-from support import hash_settings
 
 from ltms.errors import ModelMismatch
 from ltms.retrieval.keywords import query_terms
 from ltms.storage.base import Chunk, DuplicateMemory, Filter, MemoryChange, NewMemory, Storage
 from ltms.storage.migrations import SchemaTooNew
-
-pytest_plugins = ["postgres_server"]
+from tests.helpers import hash_settings
 
 DIM = 16
 BACKENDS = ["sqlite", "postgres"]

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from support import hash_settings
 
 from ltms.server.tools import build_server
 from ltms.service import MemoryService
+from tests.helpers import hash_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
-from support import hash_settings
 
 from ltms.server.tools import build_server, item_limit
 from ltms.service import MemoryService
+from tests.helpers import hash_settings
 
 pytestmark = pytest.mark.anyio
 

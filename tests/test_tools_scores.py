@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
-from support import REPO, hash_settings
 
 from ltms.embeddings.minilm import MiniLMEmbedder
 from ltms.server.tools import NO_MATCH_ADVICE, SCORE_MEANING, build_server
 from ltms.service import MemoryService
+from tests.helpers import REPO, hash_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import hash_settings
-from test_server_support import ServerProcess, child_env, free_port
 
 from ltms.service import MemoryService
+from tests.helpers import ServerProcess, child_env, hash_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -102,12 +101,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
     """A real server with a token, on a seeded data directory: (its base URL, the seeded ids)."""
     root = tmp_path_factory.mktemp("web")
     ids = seed(root / "data")
-    port = free_port()
     server = ServerProcess(
-        [*_serve_command(), "--port", str(port)],
-        child_env(root / "data", LTMC_AUTH_TOKEN=TOKEN),
-        root / "server.log",
-        port,
+        [*_serve_command(), "--port", "0"], child_env(root / "data", LTMC_AUTH_TOKEN=TOKEN), root / "server.log"
     )
     try:
         server.wait_healthy()

@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 import httpx2
 import pytest
-from support import hash_settings
 
 from ltms.config import Settings
 from ltms.server.http_app import build_http_app
@@ -23,6 +22,7 @@ from ltms.server.tools import build_server
 from ltms.service import MemoryService
 from ltms.web.app import WebUI
 from ltms.web.session import COOKIE_NAME, SESSION_SECONDS, Sessions
+from tests.helpers import hash_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -372,9 +372,6 @@ def test_search_results_show_the_matching_passage_once_hits_carry_one(
     assert "Matching passage" not in str(summary(hit.memory, "/ui", hit))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs the app-wide Host/Origin middleware (http branch): remove this marker when it lands"
-)
 async def test_the_page_is_covered_by_the_host_and_origin_checks(make_service: Callable[..., MemoryService]) -> None:
     service = make_service()
     memory_id = service.store("reachable only from this machine's own pages").id

@@ -4,8 +4,8 @@ rounds of: store a memory, retrieve it at once by its text, get and retrieve a m
 was stored. At the end every acknowledged memory is checked from BOTH servers (get_memory + retrieve_memory),
 and each server's memory count must equal its index's vector count.
 
-    python bench/reliability/concurrency.py --http-clients 8 --ops 100
-    python bench/reliability/concurrency.py --http-clients 16 --ops 100 --embedder minilm
+    PYTHONPATH=. python bench/reliability/concurrency.py --http-clients 8 --ops 100
+    PYTHONPATH=. python bench/reliability/concurrency.py --http-clients 16 --ops 100 --embedder minilm
 
 Exit status 1 on any lost write or error.
 """

@@ -15,8 +15,8 @@ Snapshots are saved every 25 changes and after 0.1 s of quiet, so kills land in 
 SQLite commits. The data directory is replaced by a fresh one every --trials-per-dir trials (so snapshot
 writes stay small and trials stay fast).
 
-    python bench/reliability/crash_trials.py --trials 200                  # both levels, 200 trials each
-    python bench/reliability/crash_trials.py --trials 200 --level service  # several minutes on 2 cores
+    PYTHONPATH=. python bench/reliability/crash_trials.py --trials 200                  # both levels, 200 trials each
+    PYTHONPATH=. python bench/reliability/crash_trials.py --trials 200 --level service  # several minutes on 2 cores
 
 Exit status 1 if any acknowledged write was lost or a count mismatched.
 """

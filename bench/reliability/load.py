@@ -6,8 +6,8 @@ Reports requests/s, p50/p90/p99 latency per tool, errors (must be 0), the server
 this one process (asyncio) on the same machine as the server, so on 2 cores they compete for CPU with it:
 the figures are a floor, not the server's ceiling.
 
-    python bench/reliability/load.py --clients 16 --seconds 60                    # hash embedder
-    python bench/reliability/load.py --clients 16 --seconds 30 --embedder minilm  # the default model
+    PYTHONPATH=. python bench/reliability/load.py --clients 16 --seconds 60                    # hash embedder
+    PYTHONPATH=. python bench/reliability/load.py --clients 16 --seconds 30 --embedder minilm  # the default model
 
 Exit status 1 on any error or an unclean server shutdown.
 """

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,16 +26,18 @@ import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-for _path in (ROOT, ROOT / "bench"):  # the checkout, and bench/common.py's table helpers
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-# Re-exported: the reliability scripts print their tables with the same helpers as the other benchmarks.
-from common import header as header  # noqa: E402
-from common import ms as ms  # noqa: E402
-from common import pct as pct  # noqa: E402
-from common import table as table  # noqa: E402
+# Re-exported: the reliability scripts print their tables with the same helpers as the other benchmarks, and start
+# their servers with the same helpers as the tests.
+from bench.common import header as header
+from bench.common import ms as ms
+from bench.common import pct as pct
+from bench.common import table as table
+from tests.helpers import REPO as REPO
+from tests.helpers import ServerProcess, child_env
+from tests.helpers import bound_port as bound_port
+from tests.helpers import serve_command as serve_command
+from tests.helpers import wait_for_health as wait_for_health
+from tests.helpers import wait_until as wait_until
 
 CALL_TIMEOUT = 30.0  # seconds one tool call may take before it counts as an error (a hang)
 
@@ -43,110 +45,24 @@ CALL_TIMEOUT = 30.0  # seconds one tool call may take before it counts as an err
 # -- processes --------------------------------------------------------------------------------------------------
 
 
-def server_env(data_dir: Path, embedder: str = "hash", **extra: str) -> dict[str, str]:
-    """A child environment on `data_dir`: no inherited LTMC_*/FAISS_* settings, this checkout importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LTMC_", "FAISS_"))}
-    env.update(
-        {
-            "LTMC_DATA_DIR": str(data_dir),
-            "LTMC_EMBEDDER": embedder,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        }
-    )
-    env.update(extra)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def serve_command(transport: str, port: int | None = None) -> list[str]:
-    command = [sys.executable, "-m", "ltms", "serve", "--transport", transport]
-    if port is not None:
-        command += ["--port", str(port)]
-    return command
+server_env = child_env  # a child environment on a data directory (the name the scripts use)
 
 
 def stdio_params(env: dict[str, str]) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "ltms", "serve", "--transport", "stdio"], env=env)
+    command = serve_command("stdio")
+    return StdioServerParameters(command=command[0], args=command[1:], env=env)
 
 
-class HttpServer:
-    """`ltmc serve --transport http` on a free loopback port, its log (stderr) in a file. Use as a context manager
-    or call stop(): the process is always killed."""
+class HttpServer(ServerProcess):
+    """`ltmc serve --transport http` on a port the system picks (read back from its log), its log (stderr) in a
+    file. Use as a context manager or call stop(): the process is always killed."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        super().__init__(serve_command("http"), env, log_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            serve_command("http", self.port),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-            cwd=log_path.parent,
-        )
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def mcp_url(self) -> str:
-        return f"{self.base_url}/mcp"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def wait_healthy(self, timeout: float = 120) -> dict[str, Any]:
-        return wait_for_health(self.base_url, self.proc, timeout, self.log)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def terminate(self, timeout: float = 30) -> int:
-        """SIGTERM and wait: the clean shutdown (final snapshot save). Returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"server still running {timeout}s after SIGTERM:\n{self.log()[-3000:]}") from None
-
-    def stop(self) -> None:
-        self.kill()
-        self._log.close()
-
-    def __enter__(self) -> HttpServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def wait_for_health(
-    base_url: str, proc: subprocess.Popen[Any] | None = None, timeout: float = 120, log: Callable[[], str] = lambda: ""
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{log()[-3000:]}")
-        try:
-            response = httpx2.get(f"{base_url}/health", timeout=2)
-            if response.status_code == 200:
-                return response.json()
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"no answer from {base_url}/health within {timeout}s:\n{log()[-3000:]}")
+        return super().wait_healthy(timeout)
 
 
 def rss_kib(pid: int) -> int:
@@ -163,10 +79,17 @@ def rss_kib(pid: int) -> int:
 # -- clients and tool calls -------------------------------------------------------------------------------------
 
 
-def http_client(url: str, token: str | None = None, mode: str = "auto", read_timeout: float = CALL_TIMEOUT) -> Client:
+@asynccontextmanager
+async def http_client(
+    url: str, token: str | None = None, mode: str = "auto", read_timeout: float = CALL_TIMEOUT
+) -> AsyncIterator[Client]:
+    """An MCP client session over streamable HTTP; its HTTP connections are closed with it (the SDK leaves a
+    client it is given open)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    transport = streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=read_timeout))
-    return Client(transport, mode=mode, read_timeout_seconds=read_timeout)  # type: ignore[arg-type]
+    async with httpx2.AsyncClient(headers=headers, timeout=read_timeout) as http:
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, mode=mode, read_timeout_seconds=read_timeout) as client:  # type: ignore[arg-type]
+            yield client
 
 
 class ToolFailed(Exception):
@@ -262,11 +185,14 @@ async def verify(client: Client, acked: dict[int, str], concurrency: int = 4) ->
 # -- the crash workload --------------------------------------------------------------------------------------------
 
 
-async def store_until_killed(url: str, ledger: Ledger, prefix: str, kill: Callable[[], None], delay: float) -> int:
-    """Store memories over streamable HTTP in a loop; `delay` seconds after the first acknowledgement, call
-    `kill` (SIGKILL the server). Returns how many stores were acknowledged. A store whose answer never came
-    is not acknowledged, whatever happened to it on the server."""
-    first_ack, writer_done = anyio.Event(), anyio.Event()
+async def store_until_killed(
+    url: str, ledger: Ledger, prefix: str, kill: Callable[[], None], delay: float = 0.0, after_acks: int = 1
+) -> int:
+    """Store memories over streamable HTTP in a loop; once `after_acks` stores were acknowledged and `delay` more
+    seconds passed, call `kill` (SIGKILL the server) while the writer goes on storing. Returns how many stores
+    were acknowledged. A store whose answer never came is not acknowledged, whatever happened to it on the server.
+    Counting acknowledgements, not seconds, is what makes the kill land mid-stores on a slow machine too."""
+    enough_acks, writer_done = anyio.Event(), anyio.Event()
     before = len(ledger.acked)
 
     async def writer() -> None:
@@ -274,18 +200,20 @@ async def store_until_killed(url: str, ledger: Ledger, prefix: str, kill: Callab
             async with http_client(url, read_timeout=10) as client:
                 for i in range(1_000_000):
                     await store_acked(client, ledger, unique_text(prefix, i))
-                    first_ack.set()
+                    if len(ledger.acked) - before >= after_acks:
+                        enough_acks.set()
         except Exception:  # the server died mid-call: expected, the loop ends here
             pass
         finally:
-            first_ack.set()
+            enough_acks.set()
             writer_done.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer)
-        with anyio.fail_after(60):
-            await first_ack.wait()
-        await anyio.sleep(delay)
+        with anyio.fail_after(120):
+            await enough_acks.wait()
+        if delay:
+            await anyio.sleep(delay)
         kill()
         with anyio.move_on_after(15):  # the in-flight call fails on its own once the socket closes
             await writer_done.wait()
@@ -340,8 +268,14 @@ async def mixed_client(
 
 def run_script(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
     """Run a trial script in its own process group; on timeout the whole group (its servers too) is killed."""
+    importable = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # bench and tests
     proc = subprocess.Popen(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        list(argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": importable},
     )
     try:
         out, err = proc.communicate(timeout=timeout)

@@ -26,18 +26,12 @@ from mcp.server.mcpserver import MCPServer
 from ltms import __version__
 from ltms.config import Settings
 from ltms.errors import LTMCError
-from ltms.server.http_app import (
-    HEALTH_PATH,
-    MCP_PATH,
-    SSE_PATH,
-    StaticTokenVerifier,
-    auth_settings,
-    build_http_app,
-    is_loopback,
-    max_body_bytes,
-)
+from ltms.server.connections import ACCEPT_BACKLOG, ConnectionGuard, connection_limit
+from ltms.server.host_check import is_loopback
+from ltms.server.http_app import HEALTH_PATH, MCP_PATH, SSE_PATH, build_http_app, build_mcp, max_body_bytes
+from ltms.server.log_limits import rate_limited_logs
+from ltms.server.sdk_compat import QuietUvicorn, end_sse_streams, watched_h11_protocol
 from ltms.server.stdio import serve_stdio
-from ltms.server.tools import build_server
 from ltms.service import MemoryService
 
 log = logging.getLogger(__name__)
@@ -45,6 +39,7 @@ log = logging.getLogger(__name__)
 TRANSPORTS = ("stdio", "http", "dual")
 # How long open HTTP requests and streams get to finish once shutdown starts.
 HTTP_GRACE_SECONDS = 3.0
+KEEP_ALIVE_SECONDS = 15
 MIN_TOKEN_CHARS = 16
 
 
@@ -68,7 +63,9 @@ def serve(settings: Settings, transport: str) -> int:
             if stop.requested:
                 log.info("stopping: a signal arrived during start-up")
                 return 0
-            return anyio.run(_serve_async, service, settings, transport, sockets, stop)
+            # What HTTP clients can make uvicorn, asyncio or the SDK log is rate-limited (a flood made 70 MB/min).
+            with rate_limited_logs() if uses_http else contextlib.nullcontext():
+                return anyio.run(_serve_async, service, settings, transport, sockets, stop)
         finally:
             # Signals during the final snapshot save are noted, not obeyed (a second one forces the exit).
             stop.reinstall()
@@ -167,31 +164,22 @@ class _StopRequest:
                 signal.signal(signum, handler)  # type: ignore[arg-type]
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handlers: it would re-raise SIGTERM after serving, skipping our cleanup."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 # -- the event loop ---------------------------------------------------------------------------------------------
 
 
 async def _serve_async(
     service: MemoryService, settings: Settings, transport: str, sockets: list[socket.socket], stop: _StopRequest
 ) -> int:
-    verifier = StaticTokenVerifier(settings.auth_token) if settings.auth_token and sockets else None
-    mcp = build_server(service, settings, token_verifier=verifier, auth=auth_settings(settings) if verifier else None)
+    mcp = build_mcp(service, settings, http=bool(sockets))
     done = anyio.Event()
     status = 0
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_signals, done, stop)
-        http_server: _Uvicorn | None = None
+        http_server: QuietUvicorn | None = None
         http_stopped = anyio.Event()
         if sockets:
-            http_server = server = _http_server(mcp, service, settings)
+            http_server = server = _http_server(mcp, service, settings, sockets)
 
             async def run_http() -> None:
                 nonlocal status
@@ -207,7 +195,7 @@ async def _serve_async(
                     done.set()
 
             tg.start_soon(run_http)
-            _log_listening(sockets, verifier is not None)
+            _log_listening(sockets, bool(settings.auth_token))
         if transport in ("stdio", "dual"):
             tg.start_soon(_run_stdio, mcp, max_body_bytes(settings), done)
         log.info(
@@ -218,25 +206,35 @@ async def _serve_async(
         if http_server is not None:
             http_server.should_exit = True
             with _quiet_stream_endings():
-                _end_sse_streams()
+                end_sse_streams()
                 with anyio.move_on_after(HTTP_GRACE_SECONDS + 2):
                     await http_stopped.wait()
         tg.cancel_scope.cancel()  # abandons the stdin reader and the signal watcher
     return status
 
 
-def _http_server(mcp: MCPServer, service: MemoryService, settings: Settings) -> _Uvicorn:
-    app = build_http_app(mcp, service, settings)
+def _http_server(
+    mcp: MCPServer, service: MemoryService, settings: Settings, sockets: list[socket.socket]
+) -> QuietUvicorn:
+    ports = sorted({sock.getsockname()[1] for sock in sockets})
+    app = build_http_app(mcp, service, settings, ports)
+    guard = ConnectionGuard(connection_limit(settings.http_max_connections), settings.http_header_timeout)
     config = uvicorn.Config(
         app,
+        http=watched_h11_protocol(guard),  # header timeout and connection cap (ltms.server.connections)
+        backlog=ACCEPT_BACKLOG,  # also the most connections accepted in one go, before the guard sees them
+        h11_max_incomplete_event_size=16 * 1024,  # request line + headers at most (h11's default, made explicit)
         log_config=None,
         access_log=settings.log_level == "DEBUG",
         lifespan="on",
         timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+        # Longer than clients keep an idle connection (httpx: 5 s), so the client closes it first: a server-side
+        # close races the client reusing the connection, and the client's request fails.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         ws="none",
         server_header=False,
     )
-    return _Uvicorn(config)
+    return QuietUvicorn(config)
 
 
 async def _run_stdio(mcp: MCPServer, max_message_bytes: int, done: anyio.Event) -> None:
@@ -256,15 +254,6 @@ async def _watch_signals(done: anyio.Event, stop: _StopRequest) -> None:
         async for signum in signals:
             log.info("received %s: shutting down", signal.Signals(signum).name)
             done.set()
-
-
-def _end_sse_streams() -> None:
-    # sse-starlette ends its open streams when it sees this flag (it normally learns of shutdown through
-    # uvicorn's signal handler, which _Uvicorn does not install).
-    with contextlib.suppress(ImportError):
-        from sse_starlette.sse import AppStatus
-
-        AppStatus.should_exit = True
 
 
 class _DropIncompleteResponse(logging.Filter):

@@ -1,13 +1,17 @@
 """Helpers for the operator-command tests (test_ops_*.py). No tests here.
 
-Every command runs as the real CLI in a child process (`python -m ltms ...`) against real files, with the fast
-hashing embedder, in a temporary working directory.
+Commands run against real files, with the fast hashing embedder, in a temporary working directory: either as the
+real CLI in a child process (`ltmc`: `python -m ltms ...`), where the process is the point (exit on a closed pipe,
+a terminal, stdin, another user), or by calling `ltms.cli.main` in this process (`ltmc_here`), the function the
+child would run, with the environment, working directory and output streams a child would have.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -16,10 +20,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from support import REPO, hash_env, hash_settings
-
 from ltms.embeddings import Embedder
 from ltms.service import MemoryService
+from tests.helpers import child_env, hash_settings
 
 MEMORIES: list[tuple[str, list[str], dict[str, Any], str]] = [
     ("the cat sat on the mat", ["pets"], {"source": "test", "n": 1}, "default"),
@@ -41,7 +44,7 @@ def ltmc(
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m ltms ARGS` on `data_dir` with the hashing embedder."""
-    full_env = hash_env(data_dir, LTMC_LOG_LEVEL="warning")
+    full_env = child_env(data_dir, LTMC_LOG_LEVEL="warning")
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "ltms", *args],
@@ -54,8 +57,37 @@ def ltmc(
     )
 
 
+def ltmc_here(
+    *args: str, data_dir: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`ltmc ARGS` in this process: `ltms.cli.main` with the environment and working directory `ltmc` would give a
+    child, stdout and stderr captured; the process's environment, directory and logging set-up are put back."""
+    from ltms.cli import main
+
+    full_env = child_env(data_dir, LTMC_LOG_LEVEL="warning")
+    full_env.update(env or {})
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    loggers = [logging.getLogger(name) for name in ("", "faiss", "faiss.loader")]
+    saved_logging = [(logger, logger.handlers[:], logger.level) for logger in loggers]
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(full_env)
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        for logger, handlers, level in saved_logging:
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+    return subprocess.CompletedProcess(["ltmc", *args], status, out.getvalue(), err.getvalue())
+
+
 def doctor_json(data_dir: Path, cwd: Path, *extra: str) -> tuple[int, dict[str, Any]]:
-    result = ltmc("doctor", "--json", *extra, data_dir=data_dir, cwd=cwd)
+    result = ltmc_here("doctor", "--json", *extra, data_dir=data_dir, cwd=cwd)
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -159,13 +191,13 @@ def read_only(path: Path) -> Iterator[str]:
 __all__ = [
     "MEMORIES",
     "QUERIES",
-    "REPO",
     "build_store",
     "codes",
     "corrupt_snapshot",
     "doctor_json",
     "listing",
     "ltmc",
+    "ltmc_here",
     "one_line_error",
     "read_only",
     "search_results",

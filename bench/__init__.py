@@ -1,0 +1,1 @@
+"""Benchmarks (a package: run the scripts from the checkout with PYTHONPATH=.)."""

@@ -1,0 +1,1 @@
+"""Reliability trials: crash, concurrency and load scripts and their shared kit."""

@@ -1,0 +1,1 @@
+"""The test suite (a package, so tests.helpers is importable by the benchmarks too)."""
