@@ -27,7 +27,7 @@ from ltms.embeddings.hashing import HashingEmbedder
 from ltms.service import MODES, MemoryService, content_hash
 from ltms.storage.migrations import SchemaTooNew
 from ltms.vector_store.faiss_store import FaissIndex, SnapshotStore
-from tests.helpers import child_env, hash_settings
+from tests.helpers import child_env, close_pipes, hash_settings
 
 # Release 0.1's schema (ltms/storage/db.py on main, SCHEMA_VERSION = 1), verbatim.
 V1_SCHEMA = """
@@ -308,6 +308,7 @@ def kill_at_progress(child: subprocess.Popen[str], want: str) -> str:
         raise AssertionError(f"the upgrade ended (status {child.wait()}) without the progress line wanted")
     finally:
         child.wait(timeout=60)
+        close_pipes(child)
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,7 @@ def saves_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_saves_are_batched_not_one_rewrite_per_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Below `LTMC_SNAPSHOT_EVERY` changes nothing is saved however long the saver runs; at it, one save of all."""
-    caplog.set_level("INFO", logger="ltms.service")
+    caplog.set_level("INFO", logger="ltms.storage.embedded")
     data = tmp_path / "data"
     settings = hash_settings(data, LTMC_SNAPSHOT_EVERY="30", LTMC_SNAPSHOT_QUIET_SECONDS="3600")
     with MemoryService(settings) as service:
