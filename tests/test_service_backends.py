@@ -42,7 +42,7 @@ def test_store_dedup_get_update_delete(service: MemoryService) -> None:
         "w",
     )
     updated = service.update(first.id, tags=["ops", "keys"])
-    assert updated.text == memory.text and updated.tags == ["ops", "keys"]
+    assert updated.text == memory.text and updated.tags == ("ops", "keys")
     service.update(first.id, text="The deploy key rotates every Monday")
     assert [h.memory.id for h in service.retrieve("Monday", mode="keyword")] == [first.id]
     assert service.retrieve("Friday", mode="keyword", namespace="w") == []
