@@ -37,7 +37,7 @@ def test_store_dedup_get_update_delete(service: MemoryService) -> None:
     memory = service.get(first.id)
     assert (memory.text, memory.tags, memory.metadata, memory.namespace) == (
         "The deploy key rotates every Friday",
-        ["ops"],
+        ("ops",),
         {"by": "me"},
         "w",
     )
