@@ -191,7 +191,7 @@ def assert_upgraded_and_searchable(store: V1Store) -> None:
         for memory_id in (1, n // 2, n):
             memory = service.get(memory_id)
             assert memory.text == store.texts[memory_id - 1] and memory.metadata == {"n": memory_id}
-            assert memory.tags == store.tags.get(memory_id, [])
+            assert memory.tags == tuple(store.tags.get(memory_id, []))
         long_ids = [i for i, text in enumerate(store.texts, 1) if "heliotrope" in text]
         assert long_ids
         for memory_id in (long_ids[0], long_ids[-1]):

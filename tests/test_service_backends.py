@@ -35,12 +35,12 @@ def test_store_dedup_get_update_delete(service: MemoryService) -> None:
     memory = service.get(first.id)
     assert (memory.text, memory.tags, memory.metadata, memory.namespace) == (
         "The deploy key rotates every Friday",
-        ["ops"],
+        ("ops",),
         {"by": "me"},
         "w",
     )
     updated = service.update(first.id, tags=["ops", "keys"])
-    assert updated.text == memory.text and updated.tags == ["ops", "keys"]
+    assert updated.text == memory.text and updated.tags == ("ops", "keys")
     service.update(first.id, text="The deploy key rotates every Monday")
     assert [h.memory.id for h in service.retrieve("Monday", mode="keyword")] == [first.id]
     assert service.retrieve("Friday", mode="keyword", namespace="w") == []

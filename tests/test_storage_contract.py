@@ -236,7 +236,7 @@ def test_stored_fields_come_back_as_given(store: Storage) -> None:
     assert (memory.text, memory.namespace, memory.tags, memory.metadata) == (
         "Grüße 🌍 from the team",
         "default",
-        ["work", "émoji ✓"],
+        ("work", "émoji ✓"),
         metadata,
     )
     assert memory.created_at == pytest.approx(created, abs=1e-6)  # kept to the microsecond
@@ -302,7 +302,7 @@ def test_update_without_new_chunks_keeps_the_vectors(store: Storage) -> None:
     memory = store.get(memory_id)
     assert memory is not None
     assert (memory.tags, memory.metadata, memory.created_at, memory.updated_at) == (
-        ["u", "v"],
+        ("u", "v"),
         {"k": 1},
         1000.0,
         2000.0,

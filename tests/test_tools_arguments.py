@@ -102,7 +102,7 @@ async def test_arrays_and_objects_may_arrive_json_encoded_but_text_is_never_deco
     stored = await client.call_tool("store_memory", {"text": "note", "tags": '["a", "b"]', "metadata": '{"k": 1}'})
     assert not stored.is_error, stored.content
     memory = service.get(stored.structured_content["id"])
-    assert (memory.tags, memory.metadata) == (["a", "b"], {"k": 1})
+    assert (memory.tags, memory.metadata) == (("a", "b"), {"k": 1})
     # Before, the SDK decoded any JSON-looking string: this text became a list and the update was refused, and
     # the text "null" became None (keep the old text).
     for text in ("[1, 2]", '{"a": 1}', "null", "42"):

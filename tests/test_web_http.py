@@ -272,7 +272,7 @@ async def test_editing_tags_keeps_the_text_exactly_and_bad_text_changes_nothing(
         )
         assert saved.status_code == 303 and saved.headers["location"] == f"/ui/memories/{memory_id}?saved=1"
         memory = service.get(memory_id)
-        assert memory.text == text and memory.tags == ["new", "two, words"]
+        assert memory.text == text and memory.tags == ("new", "two, words")
 
         empty = await client.post(f"/ui/memories/{memory_id}/edit", data={"csrf": csrf, "text": "  ", "tags": "x"})
         assert empty.status_code == 400 and "text must not be empty" in empty.text

@@ -19,7 +19,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ltms import __version__, validation
 from ltms.config import Settings
@@ -121,7 +121,11 @@ class ListResult(BaseModel):
     next_offset: int | None = Field(description="pass as `offset` for the next page; null on the last page")
 
 
-class StoreResult(BaseModel):
+class StoreResponse(BaseModel):
+    # store_memory's reply (the service's is ltms.records.StoreResult). No docstring: it would join the published
+    # schema, whose title stays what clients have seen.
+    model_config = ConfigDict(title="StoreResult")
+
     id: int
     created: bool = Field(description="false when the same text already existed in the namespace (deduplicated)")
     namespace: str
@@ -363,7 +367,7 @@ def _writing_tools(service: MemoryService, settings: Settings) -> list[StrictToo
             ),
         ] = None,
         namespace: NamespaceIn = None,
-    ) -> StoreResult:
+    ) -> StoreResponse:
         """Store a memory so it can be retrieved later by meaning.
 
         Storing the same text again in the same namespace returns the existing id with created: false."""
@@ -371,12 +375,8 @@ def _writing_tools(service: MemoryService, settings: Settings) -> list[StrictToo
         try:
             memory = service.get(result.id)
         except LTMCError:  # deleted by someone else in between: the store itself succeeded
-            return StoreResult(
-                id=result.id,
-                created=result.created,
-                namespace=validation.namespace(namespace) or validation.DEFAULT_NAMESPACE,
-            )
-        return StoreResult(
+            return StoreResponse(id=result.id, created=result.created, namespace=validation.namespace(namespace))
+        return StoreResponse(
             id=result.id, created=result.created, namespace=memory.namespace, created_at=iso_utc(memory.created_at)
         )
 
