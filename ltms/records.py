@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -73,8 +74,8 @@ class Memory:
     id: int
     text: str
     namespace: str
-    tags: tuple[str, ...]
-    metadata: FrozenDict
+    tags: Sequence[str]  # a tuple once built: __post_init__ freezes whatever storage passed
+    metadata: Mapping[str, Any]  # a FrozenDict once built
     created_at: float
     updated_at: float
     content_hash: str

@@ -114,7 +114,8 @@ class MiniLMEmbedder:
         return self.embed(texts)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed([text])[0]
+        vector: np.ndarray = self.embed([text])[0]
+        return vector
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         if self._counter is None:  # the tokenizer alone: counting tokens must not load 90 MB of weights
@@ -285,7 +286,7 @@ def _transformer_layer(
 
 def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
-    centred = x - mean
+    centred: np.ndarray = x - mean
     var = np.mean(centred * centred, axis=-1, keepdims=True)
     centred *= 1.0 / np.sqrt(var + np.float32(eps))
     centred *= gamma
@@ -347,9 +348,11 @@ def _mean_pool(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Average of the real (unpadded) token vectors, as sentence-transformers' mean pooling."""
     summed = np.einsum("bsh,bs->bh", x, mask)
     counts = np.maximum(mask.sum(axis=1, keepdims=True), np.float32(1e-9))
-    return summed / counts
+    pooled: np.ndarray = summed / counts
+    return pooled
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
     norms = np.maximum(np.linalg.norm(v, axis=1, keepdims=True), np.float32(1e-12))
-    return (v / norms).astype(np.float32, copy=False)
+    unit: np.ndarray = (v / norms).astype(np.float32, copy=False)
+    return unit

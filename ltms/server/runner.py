@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 TRANSPORTS = ("stdio", "http", "dual")
 # How long open HTTP requests and streams get to finish once shutdown starts.
-HTTP_GRACE_SECONDS = 3.0
+HTTP_GRACE_SECONDS = 3
 KEEP_ALIVE_SECONDS = 15
 MIN_TOKEN_CHARS = 16
 

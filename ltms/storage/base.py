@@ -10,7 +10,7 @@ Ids: a memory's id is an integer the backend assigns and never reuses. Chunk `or
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -61,7 +61,7 @@ class NewMemory:
     text: str
     namespace: str
     tags: tuple[str, ...]
-    metadata: dict[str, Any]
+    metadata: Mapping[str, Any]
     created_at: float
     updated_at: float
     content_hash: str
@@ -75,7 +75,7 @@ class MemoryChange:
 
     text: str
     tags: tuple[str, ...]
-    metadata: dict[str, Any]
+    metadata: Mapping[str, Any]
     updated_at: float
     content_hash: str
     model: str

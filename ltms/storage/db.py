@@ -175,6 +175,7 @@ def _v2_chunks_and_keywords(context: MigrationContext, progress: Progress | None
             else:
                 long_rows.append((memory_id, text))
         if long_rows:
+            assert context.chunker is not None  # checked for every row above
             embedded = context.chunker.chunks([text for _, text in long_rows])
             for (memory_id, _), chunks in zip(long_rows, embedded, strict=True):
                 _insert_chunks(conn, memory_id, chunks)

@@ -328,7 +328,7 @@ class PostgresStorage:
         row = conn.execute(
             f"SELECT count(*) FROM (SELECT 1 FROM memories m{clause} LIMIT %(bound)s) s", {**params, "bound": limit + 1}
         ).fetchone()
-        return bool(row) and int(row[0]) <= limit
+        return row is not None and int(row[0]) <= limit
 
     def keyword_search(self, terms: Sequence[str], k: int, where: Filter) -> list[KeywordHit]:
         """Full-text relevance (ts_rank_cd over the English tsvector) for any of `terms`. Each term becomes a

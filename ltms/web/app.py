@@ -121,7 +121,9 @@ def _environment() -> jinja2.Environment:
 
 def _safe_next(base: str, target: str | None) -> str:
     """Where to go after signing in: only a path on this page, never another site."""
-    local = target and target.startswith(base + "/") and not target.startswith("//")
+    if target is None:
+        return base + "/"
+    local = target.startswith(base + "/") and not target.startswith("//")
     if local and target.isprintable() and "\\" not in target:
         return target
     return base + "/"
