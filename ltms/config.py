@@ -210,6 +210,12 @@ class Settings:
         2000,
         "longest text returned per memory by retrieve/list before truncation",
     )
+    retrieval_mode: str = setting(
+        "LTMC_RETRIEVAL_MODE",
+        _choice("hybrid", "semantic", "keyword"),
+        "hybrid",
+        "default retrieve_memory mode: hybrid (keywords and meaning fused), semantic or keyword",
+    )
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod

@@ -85,7 +85,8 @@ def metadata(value: object, max_bytes: int) -> dict[str, Any]:
         raise InvalidInput("metadata contains invalid Unicode (a lone surrogate)") from exc
     if size > max_bytes:
         raise InvalidInput(f"metadata is {size} bytes as JSON; the limit is {max_bytes}")
-    return json.loads(encoded)
+    clean: dict[str, Any] = json.loads(encoded)
+    return clean
 
 
 def integer_in(value: object, what: str, low: int, high: int) -> int:

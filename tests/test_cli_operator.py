@@ -109,7 +109,9 @@ def test_the_log_level_of_operator_commands(data_dir: Path, args: list[str], env
 def test_verbose_brings_the_log_back(data_dir: Path) -> None:
     build(data_dir, 2)
     result = run(data_dir, "-v", "stats")
-    assert result.returncode == 0 and " INFO ltms.service: loaded index snapshot" in result.stderr, result.stderr
+    assert result.returncode == 0 and " INFO ltms.storage.embedded: loaded index snapshot" in result.stderr, (
+        result.stderr
+    )
 
 
 def test_one_progress_bar_that_no_log_line_runs_into(data_dir: Path) -> None:
@@ -121,7 +123,9 @@ def test_one_progress_bar_that_no_log_line_runs_into(data_dir: Path) -> None:
     assert len(bars) == 1 and "300/300" in bars[0], lines
     assert all(" INFO " not in line for line in bars), lines
     assert any(
-        line.endswith("INFO ltms.service: built the index from " + str(data_dir / "ltmc.sqlite3") + ": 300 vectors")
+        line.endswith(
+            "INFO ltms.storage.embedded: built the index from " + str(data_dir / "ltmc.sqlite3") + ": 300 vectors"
+        )
         for line in lines
     ), lines
 

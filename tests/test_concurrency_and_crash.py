@@ -60,7 +60,7 @@ def test_two_processes_write_at_once_and_each_sees_everything(tmp_path: Path) ->
         assert f"found {2 * count}" in lines, out
     with MemoryService(hash_settings(data)) as service:
         assert service.stats()["memories"] == 2 * count
-        assert service.index.ntotal == 2 * count
+        assert service.storage.index.ntotal == 2 * count
 
 
 STREAM = """
@@ -119,7 +119,7 @@ def run_until_killed(data: Path, after_acks: int, round_: int) -> list[tuple[int
 def check_every_acknowledged_memory(data: Path, acked: list[tuple[int, str]]) -> None:
     with MemoryService(hash_settings(data)) as service:
         count = service.stats()["memories"]
-        assert service.index.ntotal == count
+        assert service.storage.index.ntotal == count
         for memory_id, i in acked:
             assert service.get(memory_id).text == f"crash trial memory {i}"
         for memory_id, i in random.sample(acked, min(10, len(acked))):

@@ -100,7 +100,7 @@ def test_original_bug_regression_bare_name_from_another_cwd(tmp_path: Path) -> N
     run_python(
         code.replace(
             "s.store('remember the original bug')",
-            "assert s.index_state == 'loaded', s.index_state\n    assert s.index.ntotal == 1",
+            "assert s.index_state == 'loaded', s.index_state\n    assert s.storage.index.ntotal == 1",
         ),
         env,
         cwd=cwd,

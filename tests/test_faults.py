@@ -48,7 +48,7 @@ def test_disk_full_gives_a_clear_error_and_loses_nothing_acknowledged(small_disk
     service.close()
     with MemoryService(hash_settings(data)) as reopened:
         assert reopened.stats()["memories"] == len(acknowledged)
-        assert reopened.index.ntotal == len(acknowledged)
+        assert reopened.storage.index.ntotal == len(acknowledged)
         for memory_id, text in acknowledged.items():
             assert reopened.get(memory_id).text == text
 
@@ -108,7 +108,7 @@ def test_failing_fsync_keeps_the_old_snapshot_and_says_why(tmp_path: Path, monke
         assert (data / "faiss_index").read_bytes() == before
         assert not [p for p in data.iterdir() if p.name.endswith(".tmp")]
     with MemoryService(hash_settings(data)) as service:  # the change log fills the gap
-        assert service.index.ntotal == 2
+        assert service.storage.index.ntotal == 2
 
 
 def test_files_are_owner_only(tmp_path: Path) -> None:

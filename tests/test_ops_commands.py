@@ -34,7 +34,7 @@ from tests.ops_helpers import (
 def memories_of(data_dir: Path) -> list[tuple[str, str, list[str], dict, float]]:
     with MemoryService(hash_settings(data_dir), background_saves=False) as service:
         rows = []
-        for namespace in sorted(service.db.counts_by_namespace()):
+        for namespace in sorted(service.storage.db.counts_by_namespace()):
             page = service.list(namespace=namespace, limit=100)
             rows += [(m.namespace, m.text, m.tags, m.metadata, m.created_at) for m in page.items]
         return sorted(rows)
@@ -83,7 +83,7 @@ def test_export_with_embeddings_and_stdio(tmp_path: Path) -> None:
     result = ltmc("export", "-", "--with-embeddings", data_dir=source, cwd=tmp_path)
     assert result.returncode == 0 and "exported 6 memories to stdout" in result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(lines) == 6 and lines[0]["model"] == "hash-384-v1" and len(lines[0]["embedding"]) == 384
+    assert len(lines) == 6 and lines[0]["model"] == "hash-384-v1" and len(lines[0]["chunks"][0]["embedding"]) == 384
     result = ltmc("import", "-", data_dir=target, cwd=tmp_path, stdin=result.stdout)
     assert result.returncode == 0 and "imported 6, already present 0" in result.stdout, result.stderr
     assert search_results(target) == search_results(source)
@@ -160,7 +160,7 @@ def test_reembed_in_process_with_an_explicit_embedder(tmp_path: Path) -> None:
     small = HashingEmbedder(dimension=64)
     assert run_reindex(hash_settings(data), reembed=True, embedder=small) == 0
     with MemoryService(hash_settings(data), small, background_saves=False) as service:
-        assert service.stats()["model"] == "hash-64-v1" and service.index.ntotal == 6
+        assert service.stats()["model"] == "hash-64-v1" and service.storage.index.ntotal == 6
         assert service.retrieve("the cat sat on the mat", k=1)[0].memory.text == "the cat sat on the mat"
     assert len(list(data.glob("faiss_index.bad-*"))) == 1  # the 384-d snapshot, moved aside
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ltms.ops.doctor import apply_fixes, diagnose
 from ltms.service import MemoryService
 from tests.helpers import REPO, child_env, hash_settings
 from tests.ops_helpers import (
@@ -130,7 +131,7 @@ def test_snapshot_behind_the_database_is_info_not_a_problem(tmp_path: Path) -> N
     build_store(data)
     service = MemoryService(hash_settings(data), background_saves=False)
     service.store("stored after the last snapshot, not yet saved")
-    service.db.close()  # like a kill: no final snapshot
+    service.storage.db.close()  # like a kill: no final snapshot
     status, report = doctor_json(data, tmp_path)
     assert status == 0, report
     check = {c["name"]: c for c in report["checks"]}["index snapshot"]
@@ -273,3 +274,23 @@ def test_a_snapshot_from_another_data_directory_is_a_problem_and_fixed(tmp_path:
     status, _ = doctor_json(ours, tmp_path, "--fix")
     assert status == 0
     assert doctor_json(ours, tmp_path)[0] == 0
+
+
+def test_a_problem_carries_its_fix_whatever_its_code(tmp_path: Path) -> None:
+    """--fix runs the fix a problem carries, not one looked up by its code: renamed codes are still repaired,
+    in one pass, loose permissions and a corrupt snapshot alike."""
+    data = tmp_path / "data"
+    build_store(data)
+    data.chmod(0o755)
+    corrupt_snapshot(data)
+    settings = hash_settings(data)
+    found = diagnose(settings, [tmp_path]).problems
+    assert sorted(p.code for p in found) == ["data_dir_permissions", "snapshot_corrupt"] and all(
+        p.fixable for p in found
+    )
+    for problem in found:
+        problem.code = "renamed_" + problem.code
+    fixed = apply_fixes(settings, found)
+    assert [f.ok for f in fixed] == [True, True], fixed
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert diagnose(settings, [tmp_path]).problems == []

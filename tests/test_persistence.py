@@ -19,12 +19,12 @@ from ltms.config import Settings
 from ltms.service import MemoryService
 n = int(sys.argv[1]) if len(sys.argv) > 1 else int(__import__("os").environ["N"])
 with MemoryService(Settings.load()) as service:
-    print("before", service.index.ntotal)
+    print("before", service.storage.index.ntotal)
     service.store(f"progressive memory number {n}")
     for i in range(n + 1):
         hits = service.retrieve(f"progressive memory number {i}", k=1)
         assert hits and hits[0].memory.text == f"progressive memory number {i}", (i, hits)
-    print("after", service.index.ntotal)
+    print("after", service.storage.index.ntotal)
 """
 
 
@@ -66,7 +66,7 @@ def test_a_bad_snapshot_is_moved_aside_and_rebuilt_with_nothing_lost(tmp_path: P
     corrupt(data / "faiss_index", how)
     with MemoryService(settings) as service:
         assert service.index_state == "rebuilt"
-        assert service.index.ntotal == 25
+        assert service.storage.index.ntotal == 25
         best = service.retrieve("fact number 7 about the system", k=1)[0]
         assert best.memory.text == "fact number 7 about the system"
     aside = sorted(p.name for p in data.iterdir() if ".bad-" in p.name)
@@ -87,7 +87,7 @@ def test_a_snapshot_built_with_another_model_is_rebuilt(tmp_path: Path) -> None:
     manifest_path.write_text(json.dumps(manifest))
     with MemoryService(settings) as service:
         assert service.index_state == "rebuilt"
-        assert service.index.ntotal == 1
+        assert service.storage.index.ntotal == 1
 
 
 def saves_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -96,7 +96,7 @@ def saves_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_saves_are_batched_not_one_rewrite_per_store(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Below `LTMC_SNAPSHOT_EVERY` changes nothing is saved however long the saver runs; at it, one save of all."""
-    caplog.set_level("INFO", logger="ltms.service")
+    caplog.set_level("INFO", logger="ltms.storage.embedded")
     data = tmp_path / "data"
     settings = hash_settings(data, LTMC_SNAPSHOT_EVERY="30", LTMC_SNAPSHOT_QUIET_SECONDS="3600")
     with MemoryService(settings) as service:
@@ -158,7 +158,7 @@ def test_changes_newer_than_the_snapshot_are_replayed(tmp_path: Path) -> None:
     assert json.loads((data / "faiss_index.manifest.json").read_text())["count"] == 0
     with MemoryService(hash_settings(data)) as service:
         assert service.index_state == "loaded"
-        assert service.index.ntotal == 11
+        assert service.storage.index.ntotal == 11
         texts = {h.memory.text for h in service.retrieve("unsaved memory", k=20)}
         assert texts == {f"unsaved memory {i}" for i in range(12)} - {"unsaved memory 2"}
 
@@ -172,4 +172,4 @@ def test_index_file_deleted_while_running_is_rewritten(tmp_path: Path) -> None:
         assert service.save_snapshot()
     with MemoryService(hash_settings(data)) as service:
         assert service.index_state == "loaded"
-        assert service.index.ntotal == 2
+        assert service.storage.index.ntotal == 2

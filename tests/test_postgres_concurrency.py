@@ -121,7 +121,7 @@ def test_two_processes_writing_at_once(pg_cluster: Any, tmp_path: Path) -> None:
         assert set(found) == kept_own | set(alpha["shared"].values())  # every acknowledged write, no deleted one
         for memory_id in alpha["shared"].values():  # the last update of either process, whole
             memory = found[memory_id]
-            assert memory.tags in (["alpha"], ["beta"]) and memory.metadata == {"by": memory.tags[0]}
+            assert memory.tags in (("alpha",), ("beta",)) and memory.metadata == {"by": memory.tags[0]}
         stored = list(storage.iter_stored())
         assert all(len(s.chunks) == 1 for s in stored)  # a dedup loser never wrote chunks
         hits = storage.vector_search(np.ones(DIM, dtype=np.float32) / np.sqrt(DIM), 100, Filter())

@@ -282,7 +282,7 @@ def test_malformed_lines_over_stdio_change_nothing_and_the_server_answers_after(
             assert "internal server error" not in json.dumps(answer)
     assert b"not valid UTF-8" in stderr and b"Traceback" not in stderr
     with MemoryService(Settings.load(env=child_env(data_dir)), background_saves=False) as service:
-        assert service.db.count() == 0  # not one of the bad lines stored anything
+        assert service.storage.db.count() == 0  # not one of the bad lines stored anything
 
 
 # -- property-based fuzz of the tool arguments (in process) ----------------------------------------------------------
@@ -366,7 +366,7 @@ async def fuzz_client(fuzz_service: MemoryService) -> AsyncIterator[Client]:
 
 
 def store_state(service: MemoryService) -> tuple[int, int]:
-    return service.db.count(), service.db.max_seq()
+    return service.storage.db.count(), service.storage.db.max_seq()
 
 
 @settings(
@@ -393,5 +393,5 @@ async def test_fuzzed_tool_arguments_fail_cleanly_and_change_nothing_when_refuse
         if tool in ("retrieve_memory", "get_memory", "list_memories", "memory_stats"):
             assert store_state(fuzz_service) == before
     stats = await fuzz_client.call_tool("memory_stats", {})  # still answering
-    assert not stats.is_error and stats.structured_content["memories"] == fuzz_service.db.count()
-    assert stats.structured_content["index"]["vectors"] == fuzz_service.db.count()
+    assert not stats.is_error and stats.structured_content["memories"] == fuzz_service.storage.db.count()
+    assert stats.structured_content["index"]["vectors"] == fuzz_service.storage.db.count()

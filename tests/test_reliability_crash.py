@@ -74,7 +74,7 @@ def test_a_kill_between_writing_the_index_and_its_manifest_leaves_a_loadable_sna
     real, written = faiss_store.atomic_write_bytes, []
 
     def dies_before_the_final_manifest(path: Path, payload: bytes | memoryview) -> None:
-        if path == service.snapshots.manifest_path and service.snapshots.index_path in written:
+        if path == service.storage.snapshots.manifest_path and service.storage.snapshots.index_path in written:
             raise Killed
         real(path, payload)
         written.append(path)
@@ -83,11 +83,11 @@ def test_a_kill_between_writing_the_index_and_its_manifest_leaves_a_loadable_sna
     with pytest.raises(Killed):
         service.save_snapshot()
     monkeypatch.undo()
-    service.db.close()  # the process is gone: no final save
+    service.storage.db.close()  # the process is gone: no final save
 
     with MemoryService(hash_settings(data), background_saves=False) as restarted:
         assert restarted.index_state == "loaded"
-        assert restarted.index.ntotal == restarted.db.count() == len(texts)
+        assert restarted.storage.index.ntotal == restarted.storage.db.count() == len(texts)
         for memory_id, text in texts.items():
             assert restarted.retrieve(text, k=1)[0].memory.id == memory_id
     assert not list(data.glob("*.bad-*"))

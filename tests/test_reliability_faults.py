@@ -75,7 +75,7 @@ def test_snapshot_replaced_while_serving_loses_nothing(
         assert service.get(memory_id).text == text
         assert service.retrieve(text, k=1)[0].memory.id == memory_id
     if then == "kill":
-        service.db.close()  # the process is gone: no final save over the bad file
+        service.storage.db.close()  # the process is gone: no final save over the bad file
     else:
         text = unique_text("after", 0)
         acked[service.store(text).id] = text
@@ -83,7 +83,7 @@ def test_snapshot_replaced_while_serving_loses_nothing(
 
     with MemoryService(hash_settings(data_dir), background_saves=False) as restarted:
         state = restarted.index_state
-        assert restarted.db.count() == restarted.index.ntotal == len(acked)
+        assert restarted.storage.db.count() == restarted.storage.index.ntotal == len(acked)
         # Each memory is the top hit for its own text: the index holds this directory's vectors.
         for memory_id, text in acked.items():
             assert restarted.get(memory_id).text == text

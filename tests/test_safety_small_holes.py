@@ -32,6 +32,10 @@ def test_a_namespace_must_match_its_pattern_exactly(tmp_path: Path, namespace: s
     assert "line 1: namespace" in error
 
 
+# Every chunk vector with its memory and model: read-only commands must leave them exactly as they were.
+VECTORS = "SELECT m.id, c.embedding, m.model FROM memories m JOIN chunks c ON c.memory_id = m.id ORDER BY 1, c.ordinal"
+
+
 @pytest.mark.parametrize(
     "command",
     [["reindex", "--reembed"], ["reindex"], ["import", "{tmp}/in.jsonl"], ["doctor", "--fix"]],
@@ -43,14 +47,14 @@ def test_read_only_mode_means_no_command_writes(tmp_path: Path, command: list[st
     corrupt_snapshot(data)  # something doctor --fix would repair
     (tmp_path / "in.jsonl").write_text(json.dumps({"text": "would be imported"}) + "\n")
     with sqlite3.connect(data / "ltmc.sqlite3") as conn:
-        embeddings = conn.execute("SELECT id, embedding, model FROM memories ORDER BY id").fetchall()
+        embeddings = conn.execute(VECTORS).fetchall()
     before = listing(data)
     argv = [arg.format(tmp=tmp_path) for arg in command]
     error = one_line_error(ltmc(*argv, data_dir=data, cwd=tmp_path, env={"LTMC_READ_ONLY": "1"}))
     assert "read-only" in error and "LTMC_READ_ONLY" in error and "nothing was changed" in error, error
     assert listing(data) == before
     with sqlite3.connect(data / "ltmc.sqlite3") as conn:
-        assert conn.execute("SELECT id, embedding, model FROM memories ORDER BY id").fetchall() == embeddings
+        assert conn.execute(VECTORS).fetchall() == embeddings
 
 
 def test_directories_created_for_custom_paths_are_owner_only_under_umask_000(tmp_path: Path) -> None:

@@ -122,5 +122,5 @@ def test_doctor_reports_unreadable_rows_and_fix_quarantines_them(tmp_path: Path)
     status, report = doctor_json(data, tmp_path)
     assert status == 0, report["problems"]
     with MemoryService(hash_settings(data), background_saves=False) as service:
-        assert service.index.ntotal == service.stats()["memories"] == len(MEMORIES) - 4
+        assert service.storage.index.ntotal == service.stats()["memories"] == len(MEMORIES) - 4
         assert {hit.memory.id for hit in service.retrieve(MEMORIES[0][0], k=10)} == {5, 6}

@@ -68,7 +68,7 @@ def test_text_and_tags_updates_racing_from_two_processes_lose_nothing(tmp_path: 
                     assert answer == f"ok {round_}\n", answer + proc.communicate(timeout=30)[1]
                 memory = service.get(memory_id)
                 text = f"the text written in round {round_}"
-                if memory.text != text or memory.tags != [f"tag-{round_}"]:
+                if memory.text != text or memory.tags != (f"tag-{round_}",):
                     lost.append(f"round {round_}: text {memory.text!r}, tags {memory.tags}")
                     continue
                 hits = service.retrieve(memory.text, k=1)

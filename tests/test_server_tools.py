@@ -180,7 +180,7 @@ async def test_bad_input_is_an_error_naming_the_problem(
 ) -> None:
     message = await error(client, tool, args)
     assert expected in message, message
-    assert service.db.count() == 0  # nothing changed
+    assert service.storage.db.count() == 0  # nothing changed
     assert (await ok(client, "memory_stats"))["memories"] == 0  # and the server still answers
 
 
@@ -194,7 +194,7 @@ async def test_read_only_mode_refuses_the_writing_tools(data_dir: Path) -> None:
             assert "this server is read-only" in await error(c, "store_memory", {"text": "sneaky"})
             assert (await ok(c, "retrieve_memory", {"query": "stored"}))["count"] == 1
             assert (await ok(c, "memory_stats"))["read_only"] is True
-        assert svc.db.count() == 1
+        assert svc.storage.db.count() == 1
 
 
 async def test_unexpected_errors_are_logged_not_leaked(

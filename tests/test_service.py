@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +29,7 @@ def test_store_then_get_returns_everything(service: MemoryService) -> None:
     assert result.created
     memory = service.get(result.id)
     assert memory.text == "the deploy key lives in vault"
-    assert memory.tags == ["ops", "secrets"]
+    assert memory.tags == ("ops", "secrets")
     assert memory.metadata == {"source": "chat"}
     assert memory.namespace == "work"
     assert memory.created_at == memory.updated_at
@@ -40,7 +43,7 @@ def test_same_text_same_namespace_is_deduplicated(service: MemoryService) -> Non
     assert again.id == first.id and not again.created
     assert elsewhere.id != first.id and elsewhere.created
     assert service.stats()["memories"] == 2
-    assert service.index.ntotal == 2
+    assert service.storage.index.ntotal == 2
 
 
 def test_retrieve_ranks_the_matching_memory_first(service: MemoryService) -> None:
@@ -82,10 +85,10 @@ def test_update_re_embeds_new_text(service: MemoryService) -> None:
     memory_id = service.store("the meeting is on monday").id
     updated = service.update(memory_id, text="the standup moved to friday", tags=["calendar"])
     assert updated.text == "the standup moved to friday"
-    assert updated.tags == ["calendar"]
+    assert updated.tags == ("calendar",)
     assert updated.updated_at >= updated.created_at
     assert service.retrieve("standup friday", k=1)[0].memory.id == memory_id
-    assert service.index.ntotal == 1
+    assert service.storage.index.ntotal == 1
     assert service.update(memory_id, metadata={"k": "v"}).text == "the standup moved to friday"
 
 
@@ -137,7 +140,7 @@ def test_bad_store_input_is_refused_and_changes_nothing(service: MemoryService, 
     with pytest.raises(InvalidInput, match=message):
         service.store(**kwargs)
     assert service.stats()["memories"] == 1
-    assert service.index.ntotal == 1
+    assert service.storage.index.ntotal == 1
 
 
 @pytest.mark.parametrize("k", [0, 101, -1, "5", 2.5, True])
@@ -174,6 +177,34 @@ def test_opening_with_another_model_names_both_and_the_fix(tmp_path: Path) -> No
     assert "hash-384-v1" in message and "hash-64-v1" in message and "ltmc reindex --reembed" in message
 
 
+def _open_files_under(directory: Path) -> list[str]:
+    """The files under `directory` this process holds open (its fds, as /proc shows them)."""
+    targets = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the fd of the listing itself is gone by now
+            targets.append(os.readlink(fd))
+    return [t for t in targets if t.startswith(str(directory))]
+
+
+def test_a_refused_open_leaves_nothing_open(tmp_path: Path) -> None:
+    """A model mismatch is found after the database is open: the open closes it again (no fd on any store file),
+    so the next try, or a tool that needs the file to itself, is not held up."""
+    settings = hash_settings(tmp_path / "data")
+    with MemoryService(settings) as svc:
+        svc.store("embedded with the 384-d hash model")
+    assert _open_files_under(tmp_path) == []
+    with pytest.raises(ModelMismatch):
+        MemoryService(settings, embedder=HashingEmbedder(dimension=64))
+    assert _open_files_under(tmp_path) == []
+    # The file can be taken exclusively: no connection of ours (or its lock) is left behind.
+    conn = sqlite3.connect(settings.paths.db_path, timeout=0)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 def test_stats_reports_counts_and_index_state(service: MemoryService) -> None:
     service.store("a", namespace="one")
     service.store("b", namespace="two")
@@ -199,3 +230,21 @@ def test_a_read_only_service_refuses_writes_and_changes_nothing(tmp_path: Path) 
                 attempt()
         assert service.get(memory_id).text == "written while writable"
         assert service.retrieve("written", k=1)[0].memory.id == memory_id
+
+
+def test_a_returned_memory_cannot_be_changed(service: MemoryService) -> None:
+    """Memory is frozen all the way down; to_dict gives plain copies a caller may change."""
+    memory_id = service.store("frozen", tags=["a"], metadata={"nested": {"list": [1, 2]}}).id
+    memory = service.get(memory_id)
+    assert memory.tags == ("a",) and memory.metadata == {"nested": {"list": [1, 2]}}
+    with pytest.raises(TypeError):
+        memory.metadata["new"] = 1
+    with pytest.raises(TypeError):
+        memory.metadata["nested"]["list"].append(3)
+    with pytest.raises(TypeError):
+        memory.metadata.update(new=1)
+    plain = memory.to_dict()
+    plain["tags"].append("b")
+    plain["metadata"]["nested"]["list"].append(3)
+    assert type(plain["metadata"]["nested"]) is dict and type(plain["metadata"]["nested"]["list"]) is list
+    assert service.get(memory_id) == memory and memory.metadata == {"nested": {"list": [1, 2]}}

@@ -7,10 +7,13 @@ Adding a backend is one entry in BACKENDS and a harness class.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,9 +24,10 @@ from ltms.errors import ModelMismatch
 from ltms.retrieval.keywords import query_terms
 from ltms.storage.base import Chunk, DuplicateMemory, Filter, MemoryChange, NewMemory, Storage
 from ltms.storage.migrations import SchemaTooNew
+from tests.helpers import hash_settings
 
 DIM = 16
-BACKENDS = ["postgres"]  # the embedded backend joins as "sqlite"
+BACKENDS = ["sqlite", "postgres"]
 
 
 class Harness(Protocol):
@@ -76,10 +80,53 @@ class PostgresHarness:
             storage.close()
 
 
+class SqliteHarness:
+    """The embedded backend: a real SQLite file and a FAISS index in a temp data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.opened: list[Any] = []
+
+    def open(self, dimension: int = DIM) -> Storage:
+        from ltms.storage.embedded import EmbeddedStorage
+
+        settings = hash_settings(self.data_dir)
+        storage = EmbeddedStorage(settings.paths, dimension, "model-a", background_saves=False)
+        self.opened.append(storage)
+        storage.open_index()
+        return storage
+
+    def _db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.data_dir / "ltmc.sqlite3")
+
+    def schema_version(self) -> int:
+        with contextlib.closing(self._db()) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_schema_version(self, version: int) -> None:
+        with contextlib.closing(self._db()) as conn, conn:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+
+    def migrations_applied_by(self, storage: Storage) -> tuple[int, ...]:
+        return tuple(storage.db.applied_migrations)  # type: ignore[attr-defined]
+
+    def latest_schema(self) -> int:
+        from ltms.storage.db import SCHEMA_VERSION
+
+        return SCHEMA_VERSION
+
+    def close(self) -> None:
+        for storage in self.opened:
+            storage.close()
+
+
 @pytest.fixture(params=BACKENDS)
-def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    if request.param == "postgres":
-        made: Harness = PostgresHarness(request.getfixturevalue("pg_cluster"))
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    if request.param == "sqlite":
+        made: Harness = SqliteHarness(tmp_path / "data")
+    elif request.param == "postgres":
+        made = PostgresHarness(request.getfixturevalue("pg_cluster"))
     else:  # pragma: no cover - a backend listed without a harness
         raise AssertionError(f"no harness for backend {request.param!r}")
     try:
@@ -189,7 +236,7 @@ def test_stored_fields_come_back_as_given(store: Storage) -> None:
     assert (memory.text, memory.namespace, memory.tags, memory.metadata) == (
         "Grüße 🌍 from the team",
         "default",
-        ["work", "émoji ✓"],
+        ("work", "émoji ✓"),
         metadata,
     )
     assert memory.created_at == pytest.approx(created, abs=1e-6)  # kept to the microsecond
@@ -255,7 +302,7 @@ def test_update_without_new_chunks_keeps_the_vectors(store: Storage) -> None:
     memory = store.get(memory_id)
     assert memory is not None
     assert (memory.tags, memory.metadata, memory.created_at, memory.updated_at) == (
-        ["u", "v"],
+        ("u", "v"),
         {"k": 1},
         1000.0,
         2000.0,
@@ -434,11 +481,13 @@ def test_keyword_search_survives_hostile_terms(store: Storage, query: str) -> No
 # -- the model guard ----------------------------------------------------------------------------------------------
 
 
-def test_claim_model_refuses_another_model_once_memories_exist(harness: Harness) -> None:
+def test_claim_model_refuses_another_model(harness: Harness) -> None:
     store = harness.open()
     store.claim_model("model-a", DIM)
     store.claim_model("model-a", DIM)  # the same again: fine
-    store.claim_model("model-b", DIM)  # an empty store may change its model
+    with pytest.raises(ModelMismatch):  # even an empty store keeps its model: another process may be using it
+        store.claim_model("model-b", DIM)
+    store.claim_model("model-b", DIM, allow_change=True)
     insert(store, new("something", model="model-b"))
     with pytest.raises(ModelMismatch) as caught:
         store.claim_model("model-c", DIM)

@@ -32,13 +32,13 @@ async def client(service: MemoryService) -> AsyncIterator[Client]:
 
 async def refused(client: Client, service: MemoryService, tool: str, args: dict[str, Any]) -> str:
     """The one-line message of a refused call, after checking it changed nothing."""
-    before = (service.db.count(), service.db.max_seq())
+    before = (service.storage.db.count(), service.storage.db.max_seq())
     result = await client.call_tool(tool, args)
     assert result.is_error, result.structured_content
     message = result.content[0].text
     assert "\n" not in message and "pydantic" not in message and "http" not in message, message
     assert message.startswith(f"Error executing tool {tool}: "), message
-    assert (service.db.count(), service.db.max_seq()) == before
+    assert (service.storage.db.count(), service.storage.db.max_seq()) == before
     return message
 
 
@@ -54,7 +54,7 @@ async def test_misspelled_arguments_are_named_with_the_valid_ones(client: Client
     message = await refused(client, service, "store_memory", {"text": "a note", "tag": ["x"], "namespce": "proj"})
     assert "unknown arguments 'tag' (did you mean 'tags'?), 'namespce' (did you mean 'namespace'?)" in message
     assert message.endswith("the valid arguments are text, tags, metadata, namespace")
-    assert service.db.count() == 0
+    assert service.storage.db.count() == 0
 
     # Before: top_k was ignored and 5 results came back.
     message = await refused(client, service, "retrieve_memory", {"query": "note", "top_k": 1})
@@ -102,7 +102,7 @@ async def test_arrays_and_objects_may_arrive_json_encoded_but_text_is_never_deco
     stored = await client.call_tool("store_memory", {"text": "note", "tags": '["a", "b"]', "metadata": '{"k": 1}'})
     assert not stored.is_error, stored.content
     memory = service.get(stored.structured_content["id"])
-    assert (memory.tags, memory.metadata) == (["a", "b"], {"k": 1})
+    assert (memory.tags, memory.metadata) == (("a", "b"), {"k": 1})
     # Before, the SDK decoded any JSON-looking string: this text became a list and the update was refused, and
     # the text "null" became None (keep the old text).
     for text in ("[1, 2]", '{"a": 1}', "null", "42"):

@@ -41,7 +41,7 @@ async def test_a_read_only_server_refuses_writes_saying_it_is_read_only(data_dir
                     )
             found = await client.call_tool("retrieve_memory", {"query": "stored"})
             assert found.structured_content["count"] == 1
-        assert service.db.count() == 1 and service.get(1).text == "stored before the read-only start"
+        assert service.storage.db.count() == 1 and service.get(1).text == "stored before the read-only start"
 
 
 async def test_memory_stats_lists_the_largest_namespaces_and_counts_the_rest(data_dir: Path) -> None:

@@ -41,14 +41,14 @@ async def test_the_documented_score_figures_hold(data_dir: Path) -> None:
             for i, (_, question) in enumerate(PAIRS):
                 best = (await top(question))["results"][0]
                 assert best["id"] == ids[i], question  # recall@1 is 1.00 with the default model
-                right.append(best["score"])
-                no_answer.append((await top(question, tags=[f"not-{i}"]))["results"][0]["score"])
+                right.append(best["similarity"])
+                no_answer.append((await top(question, tags=[f"not-{i}"]))["results"][0]["similarity"])
                 kept += (await top(question, min_score=FLOOR))["count"] == 1
                 dropped += (await top(question, tags=[f"not-{i}"], min_score=FLOOR))["count"] == 0
                 let_through += (await top(question, tags=[f"not-{i}"], min_score=0.3))["count"] == 1
 
     assert SCORE_MEANING in description and NO_MATCH_ADVICE in description
-    assert f"right answers to paraphrased questions scored {min(right):.2f}-{max(right):.2f}" in description
+    assert f"right answers to paraphrased questions had similarity {min(right):.2f}-{max(right):.2f}" in description
     assert f"question whose answer was not stored {min(no_answer):.2f}-{max(no_answer):.2f}" in description
     assert f"min_score {FLOOR} kept {kept} of 20 right answers and dropped {dropped} of 20 non-answers" in description
     readme = " ".join((REPO / "README.md").read_text().split())

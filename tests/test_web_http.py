@@ -272,7 +272,7 @@ async def test_editing_tags_keeps_the_text_exactly_and_bad_text_changes_nothing(
         )
         assert saved.status_code == 303 and saved.headers["location"] == f"/ui/memories/{memory_id}?saved=1"
         memory = service.get(memory_id)
-        assert memory.text == text and memory.tags == ["new", "two, words"]
+        assert memory.text == text and memory.tags == ("new", "two, words")
 
         empty = await client.post(f"/ui/memories/{memory_id}/edit", data={"csrf": csrf, "text": "  ", "tags": "x"})
         assert empty.status_code == 400 and "text must not be empty" in empty.text
@@ -367,7 +367,8 @@ def test_search_results_show_the_matching_passage_once_hits_carry_one(
     assert "Matching passage:</span> the &lt;here&gt; part" in with_passage and "score 0.500" in with_passage
     as_object = SimpleNamespace(memory=memory, score=0.5, passage=SimpleNamespace(text="an object's text"))
     assert "an object&#39;s text" in str(summary(memory, "/ui", as_object))
-    hit = service.retrieve("the part that matched", k=1)[0]  # today's hits carry no passage
+    hit = service.retrieve("the part that matched", k=1)[0]  # a short memory is one passage: all of it
+    assert hit.passage is not None and hit.passage.text == memory.text
     assert "Matching passage" not in str(summary(hit.memory, "/ui", hit))
 
 

@@ -175,13 +175,13 @@ def service_trials(args: argparse.Namespace, work: Path) -> Figures:
         settings = Settings.load(env=kit.server_env(data))
         with MemoryService(settings, background_saves=False) as service:  # the restart
             figures.states[service.index_state] = figures.states.get(service.index_state, 0) + 1
-            count = service.db.count()
-            if service.index.ntotal != count:
+            count = service.storage.db.count()
+            if service.storage.index.ntotal != count:
                 figures.count_mismatches += 1
-                figures.failures.append(f"trial {trial}: {service.index.ntotal} vectors, {count} memories")
+                figures.failures.append(f"trial {trial}: {service.storage.index.ntotal} vectors, {count} memories")
             lost = set()
             for memory_id, text in dir_acked.items():
-                memory = service.db.get(memory_id)
+                memory = service.storage.db.get(memory_id)
                 if memory is None or memory.text != text:
                     lost.add(memory_id)
             for memory_id, text in acked.items():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ltms.embeddings.base import Embedder
-from ltms.errors import InvalidInput
+from ltms.errors import InvalidInput, LTMCError
 
 EMBEDDER_CHOICES = ("minilm", "hash")
 
@@ -21,4 +21,15 @@ def make_embedder(kind: str) -> Embedder:
     raise InvalidInput(f"unknown embedder {kind!r}: choose one of {', '.join(EMBEDDER_CHOICES)}")
 
 
-__all__ = ["EMBEDDER_CHOICES", "Embedder", "make_embedder"]
+def embedder_setting_for(model: str) -> str | None:
+    """The LTMC_EMBEDDER value whose embedder is `model`, if any (building one only locates its files)."""
+    for choice in EMBEDDER_CHOICES:
+        try:
+            if make_embedder(choice).name == model:
+                return choice
+        except LTMCError:
+            continue
+    return None
+
+
+__all__ = ["EMBEDDER_CHOICES", "Embedder", "embedder_setting_for", "make_embedder"]

@@ -13,12 +13,26 @@ from collections.abc import Sequence
 import numpy as np
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
 class HashingEmbedder:
+    # Words stand in for tokens: long texts are chunked the same way as with a real model.
+    max_tokens = 254
+
     def __init__(self, dimension: int = 384) -> None:
         self.dimension = dimension
         self.name = f"hash-{dimension}-v1"
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        vector: np.ndarray = self.embed([text])[0]
+        return vector
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return [match.span() for match in _TOKEN.finditer(text)]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)

@@ -79,6 +79,7 @@ class MiniLMEmbedder:
 
     name: str = "all-MiniLM-L6-v2"
     dimension: int = 384
+    max_tokens: int = DEFAULT_MAX_SEQ_LENGTH - 2  # [CLS] and [SEP] take two of the model's positions
 
     def __init__(self, model_dir: Path | None = None, batch_size: int = 16) -> None:
         self.model_dir = Path(model_dir) if model_dir is not None else _packaged_model_dir()
@@ -92,6 +93,7 @@ class MiniLMEmbedder:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
         self._model: _Model | None = None
+        self._counter: Tokenizer | None = None
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -107,6 +109,24 @@ class MiniLMEmbedder:
             token_ids, mask = _pad([ids[i] for i in chosen])
             out[chosen] = _encode(model, token_ids, mask)
         return out
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        vector: np.ndarray = self.embed([text])[0]
+        return vector
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        if self._counter is None:  # the tokenizer alone: counting tokens must not load 90 MB of weights
+            from tokenizers import Tokenizer
+
+            counter = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+            counter.no_truncation()
+            counter.no_padding()
+            self._counter = counter
+        encoding = self._counter.encode(text, add_special_tokens=False)
+        return [(int(start), int(end)) for start, end in encoding.offsets]  # character offsets into `text`
 
     def _loaded(self) -> _Model:
         model = self._model
@@ -266,7 +286,7 @@ def _transformer_layer(
 
 def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(axis=-1, keepdims=True)
-    centred = x - mean
+    centred: np.ndarray = x - mean
     var = np.mean(centred * centred, axis=-1, keepdims=True)
     centred *= 1.0 / np.sqrt(var + np.float32(eps))
     centred *= gamma
@@ -328,9 +348,11 @@ def _mean_pool(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Average of the real (unpadded) token vectors, as sentence-transformers' mean pooling."""
     summed = np.einsum("bsh,bs->bh", x, mask)
     counts = np.maximum(mask.sum(axis=1, keepdims=True), np.float32(1e-9))
-    return summed / counts
+    pooled: np.ndarray = summed / counts
+    return pooled
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
     norms = np.maximum(np.linalg.norm(v, axis=1, keepdims=True), np.float32(1e-12))
-    return (v / norms).astype(np.float32, copy=False)
+    unit: np.ndarray = (v / norms).astype(np.float32, copy=False)
+    return unit

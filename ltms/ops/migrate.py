@@ -27,6 +27,7 @@ SAMPLE = 50
 SAMPLE_K = 10
 # A memory searched by its own chunk vector comes back with this similarity or more (float32 rounding only).
 SELF_SIMILARITY = 0.999
+_Sampled = tuple[StoredMemory, int]  # (source memory, its id in the target)
 
 
 class MigrationFailed(LTMCError):
@@ -76,7 +77,7 @@ def migrate(
     started = time.monotonic()
     report = MigrationReport(source=_where(source), target=target.location, source_count=source.count())
     rng = random.Random(seed)
-    sampled: list[tuple[StoredMemory, int]] = []  # (source memory, its id in the target): a reservoir
+    sampled: list[_Sampled] = []  # a reservoir
     pending: list[StoredMemory] = []
     claimed = False
 
@@ -90,11 +91,7 @@ def migrate(
             claimed = True
         for item, outcome in zip(pending, target.copy_stored(pending), strict=True):
             setattr(report, outcome.status, getattr(report, outcome.status) + 1)
-            seen = report.seen
-            if len(sampled) < sample:
-                sampled.append((item, outcome.target_id))
-            elif (slot := rng.randrange(seen)) < sample:
-                sampled[slot] = (item, outcome.target_id)
+            _reservoir(sampled, (item, outcome.target_id), report.seen, sample, rng)
         pending.clear()
         if progress:
             progress(report.seen, report.source_count)
@@ -119,9 +116,15 @@ def migrate(
     return report
 
 
-def _check(
-    source: Storage, target: PostgresStorage, report: MigrationReport, sampled: list[tuple[StoredMemory, int]]
-) -> list[str]:
+def _reservoir(kept: list[_Sampled], item: _Sampled, seen: int, size: int, rng: random.Random) -> None:
+    """Keep a uniform sample of `size` of the `seen` items so far (reservoir sampling)."""
+    if len(kept) < size:
+        kept.append(item)
+    elif (slot := rng.randrange(seen)) < size:
+        kept[slot] = item
+
+
+def _check(source: Storage, target: PostgresStorage, report: MigrationReport, sampled: list[_Sampled]) -> list[str]:
     problems: list[str] = []
     if report.seen < report.source_count:
         problems.append(f"{report.seen} of {report.source_count} source memories were read")

@@ -1,7 +1,7 @@
 """`ltmc export FILE` and `ltmc import FILE`: memories as JSON Lines, one memory per line.
 
 Each line: {"id", "text", "namespace", "tags", "metadata", "created_at", "updated_at"} (timestamps are ISO 8601
-UTC), plus "model" and "embedding" with --with-embeddings.
+UTC), plus "model" and "chunks" ([{"start", "end", "embedding"}], one per token window) with --with-embeddings.
 
 Export reads the database read-only in one read transaction (a consistent copy, even while servers write, and
 it works on a data directory this user cannot write) and writes the file atomically. Import reads and validates
@@ -38,7 +38,7 @@ from ltms.records import epoch_or_nan, iso_utc
 from ltms.storage.db import stored_metadata, stored_tags, unreadable_rows
 
 FIELDS = ("id", "text", "namespace", "tags", "metadata", "created_at", "updated_at")
-OPTIONAL_FIELDS = ("model", "embedding", "content_hash")
+OPTIONAL_FIELDS = ("model", "chunks", "embedding", "content_hash")
 MAX_REPORTED_ERRORS = 20
 EMBED_CHUNK = 256
 
@@ -112,8 +112,10 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
     conn, _how = connect_readonly(db_path)
     count = 0
     try:
-        if "memories" not in table_names(conn):
+        tables = table_names(conn)
+        if "memories" not in tables:
             return 0
+        chunked = "chunks" in tables  # schema 2; an older store not yet upgraded has one vector per memory
         conn.execute("BEGIN")  # one consistent state, whatever other processes commit meanwhile
         total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
         unreadable = unreadable_rows(conn)
@@ -121,15 +123,17 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
             last = 0
             while True:
                 rows = conn.execute(
-                    "SELECT id, text, namespace, tags, metadata, created_at, updated_at, model, embedding"
+                    "SELECT id, text, namespace, tags, metadata, created_at, updated_at, model"
                     " FROM memories WHERE id > ? ORDER BY id LIMIT 1000",
                     (last,),
                 ).fetchall()
                 if not rows:
                     break
+                vectors = _chunk_vectors(conn, [int(r[0]) for r in rows], chunked) if with_embeddings else {}
                 last = int(rows[-1][0])
                 for row in rows:
-                    out.write(json.dumps(_line(row, with_embeddings), ensure_ascii=False).encode("utf-8") + b"\n")
+                    line = _line(row, vectors.get(int(row[0])) if with_embeddings else None)
+                    out.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
                 count += len(rows)
                 bar.update(count)
         conn.execute("COMMIT")
@@ -147,8 +151,23 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
     return count
 
 
-def _line(row: Sequence[Any], with_embeddings: bool) -> dict[str, Any]:
-    memory_id, text, namespace, tags, metadata, created, updated, model, blob = row
+def _chunk_vectors(conn: sqlite3.Connection, ids: list[int], chunked: bool) -> dict[int, list[dict[str, Any]]]:
+    """memory id -> its chunks as {"start", "end", "embedding"}, in order."""
+    marks = ",".join("?" * len(ids))
+    if chunked:
+        sql = f"SELECT memory_id, start_char, end_char, embedding FROM chunks WHERE memory_id IN ({marks})"
+        sql += " ORDER BY memory_id, ordinal"
+    else:
+        sql = f"SELECT id, 0, length(text), embedding FROM memories WHERE id IN ({marks})"
+    found: dict[int, list[dict[str, Any]]] = {}
+    for memory_id, start, end, blob in conn.execute(sql, ids):
+        vector = np.frombuffer(blob, dtype=np.float32).tolist()
+        found.setdefault(int(memory_id), []).append({"start": int(start), "end": int(end), "embedding": vector})
+    return found
+
+
+def _line(row: Sequence[Any], chunks: list[dict[str, Any]] | None) -> dict[str, Any]:
+    memory_id, text, namespace, tags, metadata, created, updated, model = row
     line = {
         "id": int(memory_id),
         "text": text,
@@ -158,9 +177,9 @@ def _line(row: Sequence[Any], with_embeddings: bool) -> dict[str, Any]:
         "created_at": iso_micro(created),
         "updated_at": iso_micro(updated),
     }
-    if with_embeddings:
+    if chunks is not None:
         line["model"] = model
-        line["embedding"] = np.frombuffer(blob, dtype=np.float32).tolist()
+        line["chunks"] = chunks
     return line
 
 
@@ -268,6 +287,12 @@ class _ProgressEmbedder:
         self.bar = bar
         self.name = inner.name
         self.dimension = inner.dimension
+        self.max_tokens = inner.max_tokens
+        self.token_offsets = inner.token_offsets
+        self.embed_query = inner.embed_query
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) <= EMBED_CHUNK:

@@ -12,6 +12,11 @@ import re
 
 MAX_TERMS = 32
 
+# How many matching rows the keyword leg ranks, about: BM25 costs per row that matches any term, and a common word
+# matches much of a large store (bench/README.md, retrieval: at 100k memories ranking every match took 3x the vector
+# search). The rarest terms are kept while their document frequencies add up to at most this; the rarest one always.
+ROW_BUDGET = 1000
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 # A short English stop list (the usual function words). Documents keep them; only the query drops them.
@@ -35,3 +40,19 @@ def query_terms(query: str) -> list[str]:
 def fts5_match(terms: list[str]) -> str:
     """An FTS5 MATCH expression: any of the terms, each a quoted string (a quote inside is doubled)."""
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def rare_terms(frequencies: dict[str, int], budget: int = ROW_BUDGET) -> list[str]:
+    """The terms to rank by: rarest first while their document frequencies sum to at most `budget` (the rarest
+    present term always), in the query's order. A term no document holds is dropped: it cannot match. What is
+    dropped is what BM25 weighs least anyway (its IDF falls with its frequency)."""
+    kept: set[str] = set()
+    total = 0
+    for term, count in sorted(frequencies.items(), key=lambda item: item[1]):
+        if count == 0:
+            continue
+        if kept and total + count > budget:
+            break
+        kept.add(term)
+        total += count
+    return [term for term in frequencies if term in kept]

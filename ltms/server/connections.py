@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -134,7 +135,7 @@ class ConnectionGuard:
         and only at the hard limit (`young_too`), a new one that may not have been read yet (a real client's
         request could be on its way), and last a kept-alive idle one (it has been served: it is a client's)."""
         oldest_allowed = asyncio.get_running_loop().time() - TRIM_AFTER
-        groups = [
+        groups: list[Iterator[Connection]] = [
             (c for c in self._new if c.partial_request),
             (c for c in self._kept if c.partial_request),
             (c for c, waiting in self._new.items() if waiting.since <= oldest_allowed),

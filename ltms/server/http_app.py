@@ -22,6 +22,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
+from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -66,7 +67,8 @@ def auth_settings(settings: Settings) -> AuthSettings:
     # The SDK wants an issuer URL; with no authorization-server provider and no resource URL it is never
     # published or contacted, so the server's own address is as good as any.
     host = settings.http_host if ":" not in settings.http_host else f"[{settings.http_host}]"
-    return AuthSettings(issuer_url=f"http://{host or '127.0.0.1'}:{settings.http_port}", resource_server_url=None)
+    issuer = AnyHttpUrl(f"http://{host or '127.0.0.1'}:{settings.http_port}")
+    return AuthSettings(issuer_url=issuer, resource_server_url=None)
 
 
 def build_mcp(service: MemoryService, settings: Settings, *, http: bool) -> MCPServer:

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import anyio
 import uvicorn
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 TRANSPORTS = ("stdio", "http", "dual")
 # How long open HTTP requests and streams get to finish once shutdown starts.
-HTTP_GRACE_SECONDS = 3.0
+HTTP_GRACE_SECONDS = 3
 KEEP_ALIVE_SECONDS = 15
 MIN_TOKEN_CHARS = 16
 
@@ -95,7 +96,7 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
 
     A name such as localhost may resolve to several addresses (127.0.0.1 and ::1): each is bound, as uvicorn
     would; an address this machine cannot bind (IPv6 switched off) is skipped if another one worked."""
-    if not 0 <= port <= 65535:  # a --port flag is not range-checked by Settings
+    if not 0 <= port <= 65535:  # Settings bounds LTMC_HTTP_PORT and --port; this is for any other caller
         raise StartupError(f"cannot listen on {host}:{port}: the port must be between 0 and 65535")
     try:
         addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -106,14 +107,9 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
     for family, kind, proto, _, address in dict.fromkeys(addresses):
         if port:  # with port 0, every address gets the port the first one was given
             address = (address[0], port, *address[2:])
-        sock = socket.socket(family, kind, proto)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address is bound separately
-            sock.bind(address)
+            sock = _bind(family, kind, proto, address)
         except OSError as exc:
-            sock.close()
             if exc.errno == errno.EADDRINUSE:
                 for bound in sockets:
                     bound.close()
@@ -127,6 +123,20 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
     for failure in failures:
         log.warning("not listening on %s", failure)
     return sockets
+
+
+def _bind(family: socket.AddressFamily, kind: socket.SocketKind, proto: int, address: tuple[Any, ...]) -> socket.socket:
+    """One listening address, bound (closed again when binding fails)."""
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address is bound separately
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 # -- signals ----------------------------------------------------------------------------------------------------

@@ -188,47 +188,51 @@ class ConnectionWatcher(Protocol):
     def closed(self, connection: Any) -> None: ...
 
 
-def watched_h11_protocol(watcher: ConnectionWatcher) -> type[asyncio.Protocol]:
+class WatchedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, reporting to `watcher` when a connection opens, starts waiting for a request's
     headers (a new connection, or a kept-alive one after its response), has received them, and closes."""
 
-    class WatchedH11Protocol(H11Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)  # type: ignore[arg-type]
-            watcher.opened(self)
+    watcher: ConnectionWatcher
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            self._report()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self.watcher.opened(self)
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._report()
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._report()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            watcher.closed(self)
-            super().connection_lost(exc)
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._report()
 
-        def _report(self) -> None:
-            # h11 is IDLE on the client's side until a request's headers are complete.
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                watcher.waiting(self)
-            else:
-                watcher.busy(self)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.watcher.closed(self)
+        super().connection_lost(exc)
 
-        @property
-        def partial_request(self) -> bool:
-            """Whether some bytes of a request (but not all its headers) have arrived."""
-            return bool(self.conn.trailing_data[0])
+    def _report(self) -> None:
+        # h11 is IDLE on the client's side until a request's headers are complete.
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.watcher.waiting(self)
+        else:
+            self.watcher.busy(self)
 
-        def drop(self, reply: bytes = b"") -> None:
-            """Close the connection, after writing `reply` (raw HTTP bytes) if given."""
-            if not self.transport.is_closing():
-                if reply:
-                    self.transport.write(reply)
-                self.transport.close()
+    @property
+    def partial_request(self) -> bool:
+        """Whether some bytes of a request (but not all its headers) have arrived."""
+        return bool(self.conn.trailing_data[0])
 
-    return WatchedH11Protocol
+    def drop(self, reply: bytes = b"") -> None:
+        """Close the connection, after writing `reply` (raw HTTP bytes) if given."""
+        if not self.transport.is_closing():
+            if reply:
+                self.transport.write(reply)
+            self.transport.close()
+
+
+def watched_h11_protocol(watcher: ConnectionWatcher) -> type[asyncio.Protocol]:
+    """The watched protocol class bound to `watcher` (uvicorn instantiates the class itself)."""
+    return type("BoundWatchedH11Protocol", (WatchedH11Protocol,), {"watcher": watcher})
 
 
 def lifted_routes(*apps: Starlette) -> list[BaseRoute]:

@@ -30,6 +30,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.lowlevel import EventLoopToken
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
@@ -84,7 +85,7 @@ async def stdin_messages(
             yield item
 
 
-def _pump(fd: int, send: ObjectSendStream[bytes | Oversized], token: object, max_line_bytes: int) -> None:
+def _pump(fd: int, send: ObjectSendStream[bytes | Oversized], token: EventLoopToken, max_line_bytes: int) -> None:
     pending = bytearray()
     discarding = False  # inside an oversized line: drop bytes up to its newline
     try:
@@ -113,7 +114,7 @@ def _pump(fd: int, send: ObjectSendStream[bytes | Oversized], token: object, max
     finally:
         os.close(fd)
         with contextlib.suppress(RuntimeError):  # RuntimeError: the event loop has already finished
-            anyio.from_thread.run_sync(send.close, token=token)
+            anyio.from_thread.run_sync(send.close, token=token)  # type: ignore[attr-defined]  # a memory stream
 
 
 # -- checking a line --------------------------------------------------------------------------------------------------
@@ -150,8 +151,8 @@ def check_line(line: bytes | Oversized) -> Accepted | Refused:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
-        message = f"Parse error: not valid UTF-8 (bad byte at offset {exc.start})"
-        return _refused(line.decode("utf-8", "replace"), ErrorData(code=PARSE_ERROR, message=message))
+        reason = f"Parse error: not valid UTF-8 (bad byte at offset {exc.start})"
+        return _refused(line.decode("utf-8", "replace"), ErrorData(code=PARSE_ERROR, message=reason))
     try:
         message = jsonrpc_message_adapter.validate_json(text, by_name=False)
     except ValidationError as exc:

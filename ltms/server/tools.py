@@ -12,20 +12,20 @@ import inspect
 import json
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ltms import __version__, validation
 from ltms.config import Settings
 from ltms.errors import LTMCError
 from ltms.ops.stats import NAMESPACE_LIMIT, limit_namespaces
-from ltms.records import Memory, iso_utc
+from ltms.records import Memory, SearchHit, iso_utc
 from ltms.server.arguments import RefusingTool, StrictTool
 from ltms.service import MemoryService
 
@@ -39,25 +39,32 @@ MIN_ITEM_CHARS = 100
 
 INSTRUCTIONS = """\
 LTMC is a long-term memory. Store facts, decisions and notes worth remembering with store_memory; find them \
-later by meaning with retrieve_memory (a natural-language query, not keywords). Long texts are cut short in \
-retrieve_memory and list_memories results (truncated: true); get_memory returns a memory whole. Use namespaces \
+later with retrieve_memory: a question in plain words, or the exact names, ids, numbers and error codes you \
+remember, both work (by default it matches keywords and meaning together, in every part of a long memory, and \
+shows the passage that matched). Long texts are cut short in retrieve_memory and list_memories results \
+(truncated: true); get_memory returns a memory whole. Use namespaces \
 to keep projects apart and tags to label memories; filters on both apply before the top-k cut."""
 READ_ONLY_NOTE = " This server is read-only: memories can be searched and read here, not stored or changed."
 READ_ONLY_REFUSAL = (
     "this server is read-only (started with --read-only or LTMC_READ_ONLY=1): memories can be searched and read "
     "here, not stored, changed or deleted"
 )
-# What `score` means, for the retrieve_memory description, the Hit schema and the README (figures: all-MiniLM-L6-v2
-# on tests/data/semantic_set.json, 20 paraphrased questions).
+# What `score` and `similarity` mean, for the retrieve_memory description, the Hit schema and the README (figures:
+# all-MiniLM-L6-v2 on tests/data/semantic_set.json, 20 paraphrased questions; tests/test_tools_scores.py).
 SCORE_MEANING = (
-    "cosine similarity between the query and the memory under the embedding model, -1..1, higher is closer. "
-    "It ranks results within one query; it is not a probability, and an unrelated memory still gets a score"
+    "ranks the results of this one query, higher first: in hybrid mode (the default) and keyword mode 0..1 "
+    "relative to this query's candidates (the best gets close to 1 even when nothing is relevant); in semantic "
+    "mode the same as similarity. Compare it within one answer, never across queries"
+)
+SIMILARITY_MEANING = (
+    "cosine similarity between the query and the best-matching passage under the embedding model, -1..1, higher "
+    "is closer; comparable across queries. min_score applies to it, in every mode"
 )
 NO_MATCH_ADVICE = (
-    "To tell 'no good match': read the top results against the question, or pass min_score as a floor. "
-    "Measured with the default model: right answers to paraphrased questions scored 0.34-0.80, the best memory "
-    "for a question whose answer was not stored 0.08-0.36; min_score 0.4 kept 16 of 20 right answers and dropped "
-    "20 of 20 non-answers"
+    "To tell 'no good match': look at similarity and keyword_rank (null when none of the query's words occur in "
+    "the memory), or pass min_score as a floor on similarity. Measured with the default model: right answers to "
+    "paraphrased questions had similarity 0.34-0.80, the best memory for a question whose answer was not stored "
+    "0.08-0.36; min_score 0.4 kept 16 of 20 right answers and dropped 20 of 20 non-answers"
 )
 
 T = TypeVar("T")
@@ -83,8 +90,23 @@ class MemoryView(BaseModel):
     updated_at: str = Field(description="ISO 8601, UTC")
 
 
+class Passage(BaseModel):
+    start: int = Field(description="offset of the passage's first character in the memory's text")
+    end: int = Field(description="offset just past its last character")
+    text: str | None = Field(description="the passage; null when it lies within `text` as shown (use start/end there)")
+
+
 class Hit(MemoryView):
     score: float = Field(description=SCORE_MEANING)
+    similarity: float | None = Field(description=SIMILARITY_MEANING)
+    keyword_rank: int | None = Field(
+        description="1-based rank of this memory in the keyword leg (full-text search over the query's words); "
+        "null when the keyword leg did not find it"
+    )
+    passage: Passage | None = Field(
+        description="the part of the memory that matched best (a long memory is searched in overlapping "
+        "passages of about 100 words; a short one is one passage, all of it)"
+    )
 
 
 class RetrieveResult(BaseModel):
@@ -99,7 +121,11 @@ class ListResult(BaseModel):
     next_offset: int | None = Field(description="pass as `offset` for the next page; null on the last page")
 
 
-class StoreResult(BaseModel):
+class StoreResponse(BaseModel):
+    # store_memory's reply (the service's is ltms.records.StoreResult). No docstring: it would join the published
+    # schema, whose title stays what clients have seen.
+    model_config = ConfigDict(title="StoreResult")
+
     id: int
     created: bool = Field(description="false when the same text already existed in the namespace (deduplicated)")
     namespace: str
@@ -135,6 +161,30 @@ def view(memory: Memory, limit: int | None = None) -> dict[str, Any]:
         if len(json.dumps(memory.metadata, ensure_ascii=False, separators=(",", ":"))) > limit:
             item.update(metadata={}, metadata_truncated=True)
     return item
+
+
+def hit_view(hit: SearchHit, limit: int) -> Hit:
+    """A search hit as a response item. The passage's text is given only when it is part of a memory and lies
+    beyond the text shown, and then the two share the item's budget."""
+    passage = None
+    text_limit = limit
+    if hit.passage is not None:
+        passage_text = None
+        whole = hit.passage.start == 0 and hit.passage.end >= len(hit.memory.text)
+        if not whole and hit.passage.end > min(limit, len(hit.memory.text)):
+            text_limit = max(MIN_ITEM_CHARS, limit // 2)
+            share = max(MIN_ITEM_CHARS, limit - text_limit)
+            passage_text = hit.passage.text
+            if len(passage_text) > share:
+                passage_text = f"{passage_text[:share]}… [truncated]"
+        passage = Passage(start=hit.passage.start, end=hit.passage.end, text=passage_text)
+    return Hit(
+        **view(hit.memory, text_limit),
+        score=round(hit.score, 6),
+        similarity=None if hit.similarity is None else round(hit.similarity, 6),
+        keyword_rank=hit.keyword_rank,
+        passage=passage,
+    )
 
 
 def call(tool: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -195,7 +245,9 @@ def build_server(
 
 def _reading_tools(service: MemoryService, settings: Settings) -> list[StrictTool]:
     def retrieve_memory(
-        query: Annotated[str, Field(description="what to look for, in natural language; matched by meaning")],
+        query: Annotated[
+            str, Field(description="what to look for: a question in plain words, or exact words, names and ids")
+        ],
         k: Annotated[int, Field(ge=1, le=validation.MAX_K, description="how many memories to return at most")] = 5,
         namespace: Annotated[str | None, Field(description="search only this namespace (default: all)")] = None,
         tags: TagsFilter = None,
@@ -213,11 +265,18 @@ def _reading_tools(service: MemoryService, settings: Settings) -> list[StrictToo
                 ge=-1.0,
                 le=1.0,
                 allow_inf_nan=False,
-                description="leave out results whose score is below this (-1..1; see score)",
+                description="leave out results whose similarity is below this (-1..1; see similarity)",
+            ),
+        ] = None,
+        mode: Annotated[
+            Literal["hybrid", "semantic", "keyword"] | None,
+            Field(
+                description="hybrid: keywords and meaning fused (the default, LTMC_RETRIEVAL_MODE); semantic: by "
+                "meaning only; keyword: full-text search only"
             ),
         ] = None,
     ) -> RetrieveResult:
-        """Find the stored memories closest in meaning to `query`, closest first, with their similarity scores.
+        """Find the stored memories that best match `query`, best first, each with the passage that matched.
 
         Filters (namespace, tags, since/until) apply before the top-k cut. Long texts are shortened
         (truncated: true); call get_memory with the id for the whole text."""
@@ -231,9 +290,10 @@ def _reading_tools(service: MemoryService, settings: Settings) -> list[StrictToo
             since=since,
             until=until,
             min_score=min_score,
+            mode=mode,
         )
         limit = item_limit(settings, len(hits))
-        results = [Hit(**view(hit.memory, limit), score=round(hit.score, 6)) for hit in hits]
+        results = [hit_view(hit, limit) for hit in hits]
         return RetrieveResult(results=results, count=len(results))
 
     def get_memory(id: MemoryId) -> MemoryView:
@@ -264,7 +324,10 @@ def _reading_tools(service: MemoryService, settings: Settings) -> list[StrictToo
         stats["version"] = __version__
         return stats
 
-    retrieve_doc = f"{inspect.cleandoc(retrieve_memory.__doc__ or '')}\n\nscore: {SCORE_MEANING}. {NO_MATCH_ADVICE}."
+    retrieve_doc = (
+        f"{inspect.cleandoc(retrieve_memory.__doc__ or '')}\n\nscore: {SCORE_MEANING}. similarity: "
+        f"{SIMILARITY_MEANING}. {NO_MATCH_ADVICE}."
+    )
     stats_doc = (
         "Memory counts, the embedding model, and the state of the search index and its snapshot. `namespaces` maps "
         f"the {NAMESPACE_LIMIT} largest namespaces to their memory counts, largest first; `namespace_count` is how "
@@ -304,7 +367,7 @@ def _writing_tools(service: MemoryService, settings: Settings) -> list[StrictToo
             ),
         ] = None,
         namespace: NamespaceIn = None,
-    ) -> StoreResult:
+    ) -> StoreResponse:
         """Store a memory so it can be retrieved later by meaning.
 
         Storing the same text again in the same namespace returns the existing id with created: false."""
@@ -312,12 +375,8 @@ def _writing_tools(service: MemoryService, settings: Settings) -> list[StrictToo
         try:
             memory = service.get(result.id)
         except LTMCError:  # deleted by someone else in between: the store itself succeeded
-            return StoreResult(
-                id=result.id,
-                created=result.created,
-                namespace=validation.namespace(namespace) or validation.DEFAULT_NAMESPACE,
-            )
-        return StoreResult(
+            return StoreResponse(id=result.id, created=result.created, namespace=validation.namespace(namespace))
+        return StoreResponse(
             id=result.id, created=result.created, namespace=memory.namespace, created_at=iso_utc(memory.created_at)
         )
 

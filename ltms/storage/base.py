@@ -10,7 +10,7 @@ Ids: a memory's id is an integer the backend assigns and never reuses. Chunk `or
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -61,7 +61,7 @@ class NewMemory:
     text: str
     namespace: str
     tags: tuple[str, ...]
-    metadata: dict[str, Any]
+    metadata: Mapping[str, Any]
     created_at: float
     updated_at: float
     content_hash: str
@@ -75,7 +75,7 @@ class MemoryChange:
 
     text: str
     tags: tuple[str, ...]
-    metadata: dict[str, Any]
+    metadata: Mapping[str, Any]
     updated_at: float
     content_hash: str
     model: str
@@ -163,6 +163,10 @@ class Storage(Protocol):
         """Newest first, and the total matching `where`."""
         ...
 
+    def find_by_hash(self, namespace: str, content_hash: str) -> int | None:
+        """Outside a transaction, a hint only (dedup is decided inside one): lets a store skip embedding."""
+        ...
+
     def count(self) -> int: ...
 
     def counts_by_namespace(self) -> dict[str, int]: ...
@@ -180,6 +184,10 @@ class Storage(Protocol):
     def keyword_search(self, terms: Sequence[str], k: int, where: Filter) -> list[KeywordHit]:
         """The k memories matching any of `terms` best, by full-text relevance. `terms` come from
         ltms.retrieval.keywords.query_terms: plain words, no query syntax."""
+        ...
+
+    def best_chunks(self, vector: np.ndarray, memory_ids: Sequence[int]) -> dict[int, VectorHit]:
+        """The best chunk of each of `memory_ids` for `vector` (for hits only the keyword leg found)."""
         ...
 
     # -- operations --

@@ -1,4 +1,4 @@
-"""SQLite, the source of truth: memories, their embeddings, and a change log other processes catch up from.
+"""SQLite, the source of truth: memories, their chunk vectors, full-text search and a change log.
 
 Durability: WAL with `synchronous=FULL`. A store is acknowledged only after COMMIT returns, and with FULL the
 WAL is fsynced at every commit, so an acknowledged memory survives `kill -9` and power loss alike. (NORMAL
@@ -7,6 +7,11 @@ fraction of a millisecond per commit, far below the cost of embedding the text.)
 
 Every write transaction starts with BEGIN IMMEDIATE: a transaction that reads and then upgrades to a write
 gets SQLITE_BUSY at once, whatever busy_timeout says, when another process writes.
+
+The keyword leg is an FTS5 table over `memories.text`, kept current by triggers in the same transaction as the
+memory itself, so another process's store is searchable the moment it commits, with nothing to replay.
+Porter stemming over unicode61: on a long-conversation benchmark it beat plain unicode61 by 3 points of
+recall@10 (docs/retrieval.md).
 """
 
 from __future__ import annotations
@@ -19,20 +24,51 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ltms import validation
-from ltms.errors import InvalidInput, StorageError
+from ltms.embeddings import embedder_setting_for
+from ltms.errors import InvalidInput, ModelMismatch, StorageError
 from ltms.fsutil import unwritable_reason
 from ltms.records import Memory, epoch_or_nan
+from ltms.retrieval.keywords import fts5_match, rare_terms
+from ltms.storage.base import Chunk, DuplicateMemory, Filter, KeywordHit, MemoryChange, NewMemory, StoredMemory
+from ltms.storage.migrations import Migration, Progress, latest, pending
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:  # the service hands its chunker to the migrations that must embed
+    from ltms.retrieval.chunking import Chunker
+
 BUSY_TIMEOUT_MS = 30_000
+# A chunk's key in the vector index: its memory's id and its ordinal in one int64 (ids never exceed 2**47).
+CHUNK_BITS = 16
 
-_SCHEMA = """
+
+_COLUMNS = "id, text, namespace, tags, metadata, created_at, updated_at, content_hash"
+_ALL_COLUMNS = "id, namespace, text, tags, metadata, created_at, updated_at, content_hash, model"
+
+# Rows no read path can show as they are: a time outside the years 1-9999 (inf, 1e20, text), text that is not
+# text, tags that are not a JSON list of strings, metadata that is not a JSON object. CASE keeps the JSON
+# functions away from malformed JSON (they raise on it).
+_UNREADABLE = """
+SELECT id, text, tags, metadata, created_at, updated_at FROM memories WHERE
+    typeof(created_at) NOT IN ('real', 'integer') OR created_at NOT BETWEEN ?1 AND ?2
+    OR typeof(updated_at) NOT IN ('real', 'integer') OR updated_at NOT BETWEEN ?1 AND ?2
+    OR typeof(text) != 'text'
+    OR CASE WHEN json_valid(tags) THEN json_type(tags) != 'array'
+        OR EXISTS (SELECT 1 FROM json_each(memories.tags) WHERE type != 'text') ELSE 1 END
+    OR CASE WHEN json_valid(metadata) THEN json_type(metadata) != 'object' ELSE 1 END
+ORDER BY id
+"""
+_MEMORY_COLUMNS = "m.id, m.text, m.namespace, m.tags, m.metadata, m.created_at, m.updated_at, m.content_hash"
+
+
+# -- migrations -------------------------------------------------------------------------------------------------
+
+_V1_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -59,13 +95,6 @@ CREATE TABLE IF NOT EXISTS memory_tags (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS memory_tags_memory ON memory_tags(memory_id);
 -- The change log: every process replays rows newer than the last one its in-memory index has seen.
--- Rows `ltmc doctor --fix` found unreadable, moved here whole (never deleted). No types or constraints: the
--- values are kept exactly as they were stored, whatever they are.
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY, namespace, text, tags, metadata, created_at, updated_at, content_hash, embedding, model,
-    reason         TEXT NOT NULL,
-    quarantined_at REAL NOT NULL
-);
 CREATE TABLE IF NOT EXISTS changes (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     memory_id INTEGER NOT NULL,
@@ -74,22 +103,118 @@ CREATE TABLE IF NOT EXISTS changes (
 );
 """
 
-_COLUMNS = "id, text, namespace, tags, metadata, created_at, updated_at, content_hash"
-_ALL_COLUMNS = "id, namespace, text, tags, metadata, created_at, updated_at, content_hash, embedding, model"
-
-# Rows no read path can show as they are: a time outside the years 1-9999 (inf, 1e20, text), text that is not
-# text, tags that are not a JSON list of strings, metadata that is not a JSON object. CASE keeps the JSON
-# functions away from malformed JSON (they raise on it).
-_UNREADABLE = """
-SELECT id, text, tags, metadata, created_at, updated_at FROM memories WHERE
-    typeof(created_at) NOT IN ('real', 'integer') OR created_at NOT BETWEEN ?1 AND ?2
-    OR typeof(updated_at) NOT IN ('real', 'integer') OR updated_at NOT BETWEEN ?1 AND ?2
-    OR typeof(text) != 'text'
-    OR CASE WHEN json_valid(tags) THEN json_type(tags) != 'array'
-        OR EXISTS (SELECT 1 FROM json_each(memories.tags) WHERE type != 'text') ELSE 1 END
-    OR CASE WHEN json_valid(metadata) THEN json_type(metadata) != 'object' ELSE 1 END
-ORDER BY id
+_V2_SCHEMA = """
+-- Every memory is one or more chunks (token windows); the vector index holds chunk vectors.
+CREATE TABLE chunks (
+    memory_id  INTEGER NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+    ordinal    INTEGER NOT NULL,
+    start_char INTEGER NOT NULL,
+    end_char   INTEGER NOT NULL,
+    embedding  BLOB NOT NULL,
+    PRIMARY KEY (memory_id, ordinal)
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE memory_fts USING fts5(
+    text, content = 'memories', content_rowid = 'id', tokenize = 'porter unicode61 remove_diacritics 2'
+);
+-- Rows `ltmc doctor --fix` found unreadable, moved here whole (never deleted). No types or constraints: the
+-- values are kept exactly as they were stored, whatever they are.
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, namespace, text, tags, metadata, created_at, updated_at, content_hash, model,
+    reason         TEXT NOT NULL,
+    quarantined_at REAL NOT NULL
+);
+CREATE TRIGGER memories_fts_insert AFTER INSERT ON memories BEGIN
+    INSERT INTO memory_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER memories_fts_delete AFTER DELETE ON memories BEGIN
+    INSERT INTO memory_fts(memory_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER memories_fts_update AFTER UPDATE OF text ON memories BEGIN
+    INSERT INTO memory_fts(memory_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO memory_fts(rowid, text) VALUES (new.id, new.text);
+END;
 """
+
+
+def _v1_initial(context: MigrationContext, _progress: Progress | None) -> None:
+    for statement in _statements(_V1_SCHEMA):
+        context.conn.execute(statement)
+
+
+def _v2_chunks_and_keywords(context: MigrationContext, progress: Progress | None) -> None:
+    """Chunks (backfilled: a memory that fits the model keeps its stored vector; a longer one is embedded in
+    windows, which needs the embedder), the FTS5 table (backfilled), and the per-memory embedding column dropped."""
+    conn = context.conn
+    for statement in _statements(_V2_SCHEMA):
+        conn.execute(statement)
+    total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
+    done = 0
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT id, text, embedding FROM memories WHERE id > ? ORDER BY id LIMIT 256", (last,)
+        ).fetchall()
+        if not rows:
+            break
+        last = int(rows[-1][0])
+        long_rows = []
+        for memory_id, text, blob in rows:
+            if context.chunker is None:
+                raise StorageError(
+                    "upgrade",
+                    context.path,
+                    "the upgrade needs the embedding model; open the store "
+                    "with the server or an ltmc command that writes (e.g. ltmc reindex)",
+                )
+            spans = context.chunker.spans(text)
+            if len(spans) == 1:
+                conn.execute(
+                    "INSERT INTO chunks(memory_id, ordinal, start_char, end_char, embedding) VALUES (?, 0, ?, ?, ?)",
+                    (memory_id, 0, len(text), blob),
+                )
+            else:
+                long_rows.append((memory_id, text))
+        if long_rows:
+            assert context.chunker is not None  # checked for every row above
+            embedded = context.chunker.chunks([text for _, text in long_rows])
+            for (memory_id, _), chunks in zip(long_rows, embedded, strict=True):
+                _insert_chunks(conn, memory_id, chunks)
+        done += len(rows)
+        if progress:
+            progress(done, total)
+    conn.execute("ALTER TABLE memories DROP COLUMN embedding")
+    conn.execute("INSERT INTO memory_fts(memory_fts) VALUES ('rebuild')")
+
+
+MIGRATIONS = (
+    Migration(1, "memories, tags and the change log", _v1_initial),
+    Migration(2, "chunks of long texts and the full-text (keyword) index", _v2_chunks_and_keywords),
+)
+SCHEMA_VERSION = latest(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class MigrationContext:
+    conn: sqlite3.Connection
+    path: Path
+    chunker: Chunker | None
+
+
+def _statements(script: str) -> list[str]:
+    """Split a schema script into statements (triggers contain ';' inside BEGIN ... END)."""
+    statements: list[str] = []
+    current = ""
+    for line in script.strip().splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        current += line + "\n"
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
+
+
+# -- the database -----------------------------------------------------------------------------------------------
 
 
 class Database:
@@ -98,17 +223,33 @@ class Database:
     `read_only`: the file must exist already; it is opened with `connect_readonly` (never created, migrated or
     written; on read-only media it works too), and every write transaction fails."""
 
-    def __init__(self, path: Path, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        chunker: Chunker | None = None,
+        progress: Progress | None = None,
+        read_only: bool = False,
+    ) -> None:
         self.path = path
         self.read_only = read_only
+        self.applied_migrations: tuple[int, ...] = ()  # the steps this open applied
         self._lock = threading.RLock()
         if read_only:
             self._conn, self.how = connect_readonly(path)
             self._identity = self._file_identity()
-            tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not {"meta", "memories", "changes"} <= tables:
+            try:
+                found = self.schema_version()
+                pending(MIGRATIONS, found, path)  # a newer database is refused here too
+                if found < SCHEMA_VERSION:
+                    raise StorageError(
+                        "open",
+                        path,
+                        f"its schema version {found} needs an upgrade to {SCHEMA_VERSION}, which a read-only open "
+                        "cannot do: start LTMC once without read-only mode",
+                    )
+            except BaseException:
                 self._conn.close()
-                raise StorageError("open", path, "it holds no LTMC memory store (its tables are missing)")
+                raise
             return
         self.how = "read-write"
         try:
@@ -127,7 +268,7 @@ class Database:
                 raise StorageError("enable WAL mode on", path, f"journal_mode stayed {mode!r}")
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            self._upgrade(chunker, progress)
         except sqlite3.Error as exc:
             raise StorageError("open database", path, exc) from exc
 
@@ -147,7 +288,34 @@ class Database:
         with self._lock:
             self._conn.close()
 
-    # -- transactions -------------------------------------------------------------------------------
+    # -- schema -------------------------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        has_meta = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        if not has_meta:
+            return 0
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _upgrade(self, chunker: Chunker | None, progress: Progress | None) -> None:
+        """Apply every migration newer than the database, all in one write transaction with the new number, so
+        a crash leaves the old schema or the new one, and two processes opening at once cannot split the steps."""
+        with self._lock:
+            if not pending(MIGRATIONS, self.schema_version(), self.path):
+                return
+        applied = []
+        with self.write() as conn:
+            # Another process may have applied them while we waited for the write lock: look again.
+            for step in pending(MIGRATIONS, self.schema_version(), self.path):
+                step.apply(MigrationContext(conn, self.path, chunker), progress)
+                Database.set_meta(conn, "schema_version", str(step.version))
+                applied.append(step.version)
+            # Which database an index snapshot was built from: a snapshot copied in from another data directory
+            # can match this one in count, model and change number, and only this tells them apart.
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,))
+        self.applied_migrations = tuple(applied)
+
+    # -- transactions -------------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -180,6 +348,11 @@ class Database:
                 self._rollback()
                 raise StorageError("commit to", self.path, exc) from exc
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[SqliteTransaction]:
+        with self.write() as conn:
+            yield SqliteTransaction(conn)
+
     def _file_identity(self) -> tuple[int, int] | None:
         """(device, inode) of the file now at `path`, None if there is none."""
         try:
@@ -195,8 +368,8 @@ class Database:
                 self._conn.execute("ROLLBACK")
 
     @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """A read transaction: every query inside sees the same committed state (WAL snapshot isolation)."""
+    def read_transaction(self) -> Iterator[None]:
+        """Every query inside sees the same committed state (WAL snapshot isolation)."""
         with self._lock:
             self._conn.execute("BEGIN")
             try:
@@ -211,16 +384,7 @@ class Database:
             except sqlite3.Error as exc:
                 raise StorageError("read from", self.path, exc) from exc
 
-    def _migrate(self) -> None:
-        with self._lock:
-            self._conn.executescript(_SCHEMA)
-        with self.write() as conn:
-            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            # Which database an index snapshot was built from: a snapshot copied in from another data directory
-            # can match this one in count, model and change number, and only this tells them apart.
-            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,))
-
-    # -- meta -----------------------------------------------------------------------------------------
+    # -- meta -----------------------------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -231,135 +395,66 @@ class Database:
         return self.get_meta("database_id") or ""
 
     @staticmethod
-    def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
-        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return str(row[0]) if row else None
-
-    @staticmethod
     def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute(
             "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
 
-    # -- writes (call inside `with db.write() as conn`) -------------------------------------------------
-
-    @staticmethod
-    def find_by_hash(conn: sqlite3.Connection, namespace: str, content_hash: str) -> int | None:
-        row = conn.execute(
-            "SELECT id FROM memories WHERE namespace = ? AND content_hash = ?", (namespace, content_hash)
-        ).fetchone()
-        return int(row[0]) if row else None
-
-    @staticmethod
-    def fetch(conn: sqlite3.Connection, memory_id: int) -> Memory | None:
-        """The memory as this transaction sees it (an update merges from this, never from an earlier read)."""
-        row = conn.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ?", (memory_id,)).fetchone()
-        return _memory(row) if row else None
-
-    @staticmethod
-    def insert(
-        conn: sqlite3.Connection,
-        *,
-        text: str,
-        namespace: str,
-        tags: list[str],
-        metadata: dict[str, Any],
-        created_at: float,
-        updated_at: float,
-        content_hash: str,
-        embedding: np.ndarray,
-        model: str,
-    ) -> int:
-        cursor = conn.execute(
-            "INSERT INTO memories(namespace, text, tags, metadata, created_at, updated_at, content_hash, embedding,"
-            " model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                namespace,
-                text,
-                json.dumps(tags),
-                json.dumps(metadata),
-                created_at,
-                updated_at,
-                content_hash,
-                _blob(embedding),
-                model,
-            ),
-        )
-        memory_id = int(cursor.lastrowid or 0)
-        conn.executemany("INSERT INTO memory_tags(memory_id, tag) VALUES (?, ?)", [(memory_id, t) for t in tags])
-        Database.log_change(conn, memory_id, "add", updated_at)
-        return memory_id
-
-    @staticmethod
-    def update(
-        conn: sqlite3.Connection,
-        memory_id: int,
-        *,
-        text: str,
-        tags: list[str],
-        metadata: dict[str, Any],
-        updated_at: float,
-        content_hash: str,
-        embedding: np.ndarray | None,
-        model: str,
-    ) -> None:
-        if embedding is None:
-            conn.execute(
-                "UPDATE memories SET text = ?, tags = ?, metadata = ?, updated_at = ?, content_hash = ? WHERE id = ?",
-                (text, json.dumps(tags), json.dumps(metadata), updated_at, content_hash, memory_id),
-            )
-        else:
-            conn.execute(
-                "UPDATE memories SET text = ?, tags = ?, metadata = ?, updated_at = ?, content_hash = ?,"
-                " embedding = ?, model = ? WHERE id = ?",
-                (
-                    text,
-                    json.dumps(tags),
-                    json.dumps(metadata),
-                    updated_at,
-                    content_hash,
-                    _blob(embedding),
-                    model,
-                    memory_id,
-                ),
-            )
-        conn.execute("DELETE FROM memory_tags WHERE memory_id = ?", (memory_id,))
-        conn.executemany("INSERT INTO memory_tags(memory_id, tag) VALUES (?, ?)", [(memory_id, t) for t in tags])
-        Database.log_change(conn, memory_id, "update", updated_at)
-
-    @staticmethod
-    def set_embedding(conn: sqlite3.Connection, memory_id: int, embedding: np.ndarray, model: str, at: float) -> None:
-        conn.execute("UPDATE memories SET embedding = ?, model = ? WHERE id = ?", (_blob(embedding), model, memory_id))
-        Database.log_change(conn, memory_id, "update", at)
-
-    @staticmethod
-    def delete(conn: sqlite3.Connection, memory_id: int, at: float) -> bool:
-        deleted = conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount
-        if deleted:
-            Database.log_change(conn, memory_id, "delete", at)
-        return bool(deleted)
-
     @staticmethod
     def quarantine(conn: sqlite3.Connection, rows: Sequence[tuple[int, str]], at: float) -> list[int]:
         """Move each (id, reason) row whole into the quarantine table, out of every read path. Returns the ids
         moved; the change log records a delete, so every process drops them from its index."""
         moved = []
+        tx = SqliteTransaction(conn)
         for memory_id, reason in rows:
             copied = conn.execute(
                 f"INSERT INTO quarantine({_ALL_COLUMNS}, reason, quarantined_at)"
                 f" SELECT {_ALL_COLUMNS}, ?, ? FROM memories WHERE id = ?",
                 (reason, at, memory_id),
             ).rowcount
-            if copied and Database.delete(conn, memory_id, at):
+            if copied and tx.delete(memory_id):
                 moved.append(memory_id)
         return moved
 
-    @staticmethod
-    def log_change(conn: sqlite3.Connection, memory_id: int, op: str, at: float) -> None:
-        conn.execute("INSERT INTO changes(memory_id, op, at) VALUES (?, ?, ?)", (memory_id, op, at))
+    def integrity_problems(self, limit: int = 3) -> list[str]:
+        """What SQLite's integrity check finds wrong ([] when healthy), on a connection of its own so it can run
+        while this one is in use. A database too damaged to check reports why."""
+        try:
+            conn, _how = connect_readonly(self.path)
+            try:
+                found = [str(row[0]) for row in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+            finally:
+                conn.close()
+        except (sqlite3.Error, StorageError) as exc:
+            return [str(exc.reason if isinstance(exc, StorageError) else exc)]
+        if found == ["ok"]:
+            return []
+        # One row may hold several lines: keep the error message one line.
+        return [" / ".join(line.strip() for line in row.splitlines() if line.strip())[:200] for row in found]
 
-    # -- reads ------------------------------------------------------------------------------------------
+    def claim_model(self, model: str, dimension: int, allow_change: bool = False) -> None:
+        """Record the model on first use, inside a write transaction, so two processes with different models
+        cannot both claim an empty store (even an empty store keeps its model: another process may have claimed it
+        a moment ago); a different model is refused unless `allow_change` (reindex --reembed). A read-only open
+        claims nothing: it refuses another model and accepts a store no model has claimed yet."""
+        current = (model, str(dimension))
+        if self.read_only:
+            stored = self.get_meta("model")
+            if stored is not None and (stored, self.get_meta("dimension")) != current and not allow_change:
+                raise ModelMismatch(stored, model, self.path, embedder_setting_for(stored))
+            return
+        with self.write() as conn:
+            rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('model', 'dimension')").fetchall())
+            stored = rows.get("model")
+            if (stored, rows.get("dimension")) == current:
+                return
+            if stored is not None and not allow_change:
+                raise ModelMismatch(stored, model, self.path, embedder_setting_for(stored))
+            Database.set_meta(conn, "model", model)
+            Database.set_meta(conn, "dimension", str(dimension))
+
+    # -- reads ------------------------------------------------------------------------------------------------------
 
     def id_for_hash(self, namespace: str, content_hash: str) -> int | None:
         rows = self._query(
@@ -373,15 +468,18 @@ class Database:
 
     def get_many(self, ids: Sequence[int]) -> dict[int, Memory]:
         found: dict[int, Memory] = {}
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            for row in self._query(f"SELECT {_COLUMNS} FROM memories WHERE id IN ({marks})", chunk):
+        for part in _parts(ids):
+            marks = ",".join("?" * len(part))
+            for row in self._query(f"SELECT {_COLUMNS} FROM memories WHERE id IN ({marks})", part):
                 found[int(row[0])] = _memory(row)
         return found
 
     def count(self) -> int:
         return int(self._query("SELECT count(*) FROM memories")[0][0])
+
+    def chunk_count(self) -> int:
+        # Joined: chunks orphaned by a row deleted without foreign keys (by hand) never count or index.
+        return int(self._query("SELECT count(*) FROM chunks c JOIN memories m ON m.id = c.memory_id")[0][0])
 
     def counts_by_namespace(self) -> dict[str, int]:
         rows = self._query("SELECT namespace, count(*) FROM memories GROUP BY namespace ORDER BY namespace")
@@ -403,86 +501,227 @@ class Database:
         modified = [int(memory_id) for memory_id, only_added in rows if not only_added]
         return added, modified
 
-    def embeddings_for(self, ids: Sequence[int]) -> tuple[np.ndarray, list[bytes]]:
-        """The ids among `ids` that still exist, and their embedding blobs."""
-        found_ids: list[int] = []
+    def chunk_vectors_for(self, memory_ids: Sequence[int], dimension: int) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk keys, vectors) of every chunk of the memories among `memory_ids` that still exist."""
+        keys: list[int] = []
         blobs: list[bytes] = []
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            for memory_id, blob in self._query(f"SELECT id, embedding FROM memories WHERE id IN ({marks})", chunk):
-                found_ids.append(int(memory_id))
+        for part in _parts(memory_ids):
+            marks = ",".join("?" * len(part))
+            for key, blob in self._query(
+                f"SELECT (c.memory_id << {CHUNK_BITS}) | c.ordinal, c.embedding FROM chunks c"
+                f" JOIN memories m ON m.id = c.memory_id WHERE c.memory_id IN ({marks})",
+                part,
+            ):
+                keys.append(int(key))
                 blobs.append(blob)
-        return np.asarray(found_ids, dtype=np.int64), blobs
+        return np.asarray(keys, dtype=np.int64), blobs_to_matrix(blobs, dimension)
 
-    def iter_embeddings(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, list[bytes]]]:
-        """Every (ids, embedding blobs) in id order, `batch` rows at a time (keyset pagination)."""
+    def iter_chunk_vectors(self, dimension: int, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every (chunk keys, vectors) in key order, `batch` rows at a time (keyset pagination)."""
+        last = (0, -1)
+        while True:
+            rows = self._query(
+                "SELECT c.memory_id, c.ordinal, c.embedding FROM chunks c JOIN memories m ON m.id = c.memory_id"
+                " WHERE (c.memory_id, c.ordinal) > (?, ?) ORDER BY c.memory_id, c.ordinal LIMIT ?",
+                (*last, batch),
+            )
+            if not rows:
+                return
+            last = (int(rows[-1][0]), int(rows[-1][1]))
+            keys = np.asarray([(int(m) << CHUNK_BITS) | int(o) for m, o, _ in rows], dtype=np.int64)
+            yield keys, blobs_to_matrix([r[2] for r in rows], dimension)
+
+    def chunk_spans(self, keys: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """key -> (start, end) character span."""
+        wanted = {int(k) for k in keys}
+        spans: dict[int, tuple[int, int]] = {}
+        # By memory id (the primary key's prefix): a condition on the computed key cannot use an index, and
+        # scanned every chunk on every search (83 ms of a 110 ms retrieve at 100k memories).
+        for part in _parts(sorted({k >> CHUNK_BITS for k in wanted})):
+            marks = ",".join("?" * len(part))
+            for memory_id, ordinal, start, end in self._query(
+                f"SELECT memory_id, ordinal, start_char, end_char FROM chunks WHERE memory_id IN ({marks})", part
+            ):
+                key = (int(memory_id) << CHUNK_BITS) | int(ordinal)
+                if key in wanted:
+                    spans[key] = (int(start), int(end))
+        return spans
+
+    def filter_chunk_keys(self, where: Filter) -> np.ndarray:
+        """The chunk keys of every memory matching `where`."""
+        clause, params = _filters(where, "c.memory_id")
+        rows = self._query(
+            f"SELECT (c.memory_id << {CHUNK_BITS}) | c.ordinal FROM chunks c JOIN memories m ON m.id = c.memory_id"
+            f"{clause}",
+            params,
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def iter_memory_batches(self, batch: int = 1000) -> Iterator[list[Memory]]:
+        """Every memory in id order, `batch` at a time."""
         last = 0
         while True:
-            rows = self._query("SELECT id, embedding FROM memories WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
+            rows = self._query(f"SELECT {_COLUMNS} FROM memories WHERE id > ? ORDER BY id LIMIT ?", (last, batch))
             if not rows:
                 return
             last = int(rows[-1][0])
-            yield np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+            yield [_memory(row) for row in rows]
 
-    def iter_memories(self, batch: int = 1000) -> Iterator[tuple[Memory, bytes, str]]:
-        """Every memory in id order with its embedding blob and model name."""
+    def iter_stored(self, dimension: int, batch: int = 1000) -> Iterator[StoredMemory]:
+        """Every memory in id order with its model and chunks."""
         last = 0
         while True:
             rows = self._query(
-                f"SELECT {_COLUMNS}, embedding, model FROM memories WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+                f"SELECT {_COLUMNS}, model FROM memories WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
             )
             if not rows:
                 return
             last = int(rows[-1][0])
+            chunks: dict[int, list[Chunk]] = {}
+            marks = ",".join("?" * len(rows))
+            for memory_id, start, end, blob in self._query(
+                f"SELECT memory_id, start_char, end_char, embedding FROM chunks WHERE memory_id IN ({marks})"
+                " ORDER BY memory_id, ordinal",
+                [int(r[0]) for r in rows],
+            ):
+                vector = np.frombuffer(blob, dtype=np.float32)
+                if vector.shape != (dimension,):
+                    raise StorageError("read a chunk vector from", self.path, f"{vector.size} floats, not {dimension}")
+                chunks.setdefault(int(memory_id), []).append(Chunk(int(start), int(end), vector))
             for row in rows:
-                yield _memory(row), row[8], row[9]
+                memory = _memory(row)
+                yield StoredMemory(memory, str(row[8]), tuple(chunks.get(memory.id, ())))
 
-    def filter_ids(
-        self, namespace: str | None, tags: Sequence[str], since: float | None, until: float | None
-    ) -> np.ndarray:
-        where, params = _filters(namespace, tags, since, until)
-        rows = self._query(f"SELECT id FROM memories{where}", params)
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-
-    def page(
-        self,
-        namespace: str | None,
-        tags: Sequence[str],
-        limit: int,
-        offset: int,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> tuple[list[Memory], int]:
+    def page(self, where: Filter, limit: int, offset: int) -> tuple[list[Memory], int]:
         """Newest first."""
-        where, params = _filters(namespace, tags, since, until)
-        total = int(self._query(f"SELECT count(*) FROM memories{where}", params)[0][0])
+        clause, params = _filters(where, "m.id")
+        total = int(self._query(f"SELECT count(*) FROM memories m{clause}", params)[0][0])
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM memories{where} ORDER BY id DESC LIMIT ? OFFSET ?", [*params, limit, offset]
+            f"SELECT {_MEMORY_COLUMNS} FROM memories m{clause} ORDER BY m.id DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
         )
         return [_memory(r) for r in rows], total
 
-    def integrity_problems(self, limit: int = 3) -> list[str]:
-        """What SQLite's integrity check finds wrong ([] when healthy), on a connection of its own so it can run
-        while this one is in use. A database too damaged to check reports why."""
+    def keyword_search(self, terms: Sequence[str], k: int, where: Filter) -> list[KeywordHit]:
+        """BM25 over the FTS5 index, best first, with the filter in the same SQL. Only the query's rarer terms
+        are ranked (keywords.rare_terms). Unfiltered, FTS5 ranks and cuts by itself (ORDER BY rank LIMIT on the
+        FTS table: measured 2x faster than ranking through a join)."""
+        frequencies = self._document_frequencies(terms)
+        chosen = rare_terms(frequencies)
+        if where.is_empty:
+            if not chosen:
+                return []
+            sql = "SELECT rowid, rank FROM memory_fts WHERE memory_fts MATCH ? ORDER BY rank LIMIT ?"
+            return self._keyword_hits(sql, [fts5_match(chosen), k])
+        clause, filters = _filters(where, "m.id")
+        sql = (
+            "SELECT m.id, memory_fts.rank FROM memory_fts JOIN memories m ON m.id = memory_fts.rowid"
+            f" WHERE memory_fts MATCH ?{clause.replace(' WHERE ', ' AND ', 1)} ORDER BY memory_fts.rank LIMIT ?"
+        )
+        hits = self._keyword_hits(sql, [fts5_match(chosen), *filters, k]) if chosen else []
+        every = [term for term, count in frequencies.items() if count]
+        if len(hits) < k and len(every) > len(chosen):  # the rare terms' rows may lie outside the filter
+            hits = self._keyword_hits(sql, [fts5_match(every), *filters, k])
+        return hits
+
+    def _keyword_hits(self, sql: str, params: list[Any]) -> list[KeywordHit]:
+        # FTS5's rank (bm25()) is negative, lower is better: flip it so a higher score is a better match.
+        return [KeywordHit(int(i), rank, -float(score)) for rank, (i, score) in enumerate(self._query(sql, params), 1)]
+
+    def _document_frequencies(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many memories hold each term (as the FTS tokenizer stems it). Counting a term's matches is cheap;
+        ranking them is not."""
+        if not terms:
+            return {}
+        counts = " UNION ALL ".join(
+            f"SELECT {i}, count(*) FROM memory_fts WHERE memory_fts MATCH ?" for i in range(len(terms))
+        )
+        rows = self._query(counts, [fts5_match([term]) for term in terms])
+        return {terms[int(i)]: int(count) for i, count in rows}
+
+
+class SqliteTransaction:
+    """The embedded backend's unit of work (see ltms.storage.base.Transaction)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def find_by_hash(self, namespace: str, content_hash: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT id FROM memories WHERE namespace = ? AND content_hash = ?", (namespace, content_hash)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def get(self, memory_id: int) -> Memory | None:
+        row = self.conn.execute(f"SELECT {_COLUMNS} FROM memories WHERE id = ?", (memory_id,)).fetchone()
+        return _memory(row) if row else None
+
+    def insert(self, memory: NewMemory) -> int:
+        row = (
+            memory.namespace,
+            memory.text,
+            json.dumps(list(memory.tags)),
+            json.dumps(memory.metadata),
+            memory.created_at,
+            memory.updated_at,
+            memory.content_hash,
+            memory.model,
+        )
         try:
-            conn, _how = connect_readonly(self.path)
-            try:
-                found = [str(row[0]) for row in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
-            finally:
-                conn.close()
-        except (sqlite3.Error, StorageError) as exc:
-            return [str(exc.reason if isinstance(exc, StorageError) else exc)]
-        if found == ["ok"]:
-            return []
-        # One row may hold several lines: keep the error message one line.
-        return [" / ".join(line.strip() for line in row.splitlines() if line.strip())[:200] for row in found]
+            cursor = self.conn.execute(
+                "INSERT INTO memories(namespace, text, tags, metadata, created_at, updated_at, content_hash, model)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        except sqlite3.IntegrityError:  # the statement is undone, the transaction stays usable
+            existing = self.find_by_hash(memory.namespace, memory.content_hash)
+            if existing is None:
+                raise
+            raise DuplicateMemory(existing) from None
+        memory_id = int(cursor.lastrowid or 0)
+        self._set_tags(memory_id, memory.tags)
+        _insert_chunks(self.conn, memory_id, memory.chunks)
+        self._log(memory_id, "add", memory.updated_at)
+        return memory_id
 
-    def integrity_check(self) -> str:
-        return str(self._query("PRAGMA integrity_check")[0][0])
+    def update(self, memory_id: int, change: MemoryChange) -> None:
+        self.conn.execute(
+            "UPDATE memories SET text = ?, tags = ?, metadata = ?, updated_at = ?, content_hash = ?, model = ?"
+            " WHERE id = ?",
+            (
+                change.text,
+                json.dumps(list(change.tags)),
+                json.dumps(change.metadata),
+                change.updated_at,
+                change.content_hash,
+                change.model,
+                memory_id,
+            ),
+        )
+        self._set_tags(memory_id, change.tags)
+        if change.chunks is not None:
+            self.conn.execute("DELETE FROM chunks WHERE memory_id = ?", (memory_id,))
+            _insert_chunks(self.conn, memory_id, change.chunks)
+        self._log(memory_id, "update", change.updated_at)
 
-    def journal_mode(self) -> str:
-        return str(self._query("PRAGMA journal_mode")[0][0])
+    def delete(self, memory_id: int) -> bool:
+        deleted = self.conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount
+        if deleted:  # chunks and tags go with it (ON DELETE CASCADE), the FTS entry by trigger
+            self._log(memory_id, "delete", time.time())
+        return bool(deleted)
+
+    def replace_chunks(self, memory_id: int, model: str, chunks: Sequence[Chunk]) -> None:
+        self.conn.execute("UPDATE memories SET model = ? WHERE id = ?", (model, memory_id))
+        self.conn.execute("DELETE FROM chunks WHERE memory_id = ?", (memory_id,))
+        _insert_chunks(self.conn, memory_id, chunks)
+        self._log(memory_id, "update", time.time())
+
+    def _set_tags(self, memory_id: int, tags: Sequence[str]) -> None:
+        self.conn.execute("DELETE FROM memory_tags WHERE memory_id = ?", (memory_id,))
+        self.conn.executemany("INSERT INTO memory_tags(memory_id, tag) VALUES (?, ?)", [(memory_id, t) for t in tags])
+
+    def _log(self, memory_id: int, op: str, at: float) -> None:
+        self.conn.execute("INSERT INTO changes(memory_id, op, at) VALUES (?, ?, ?)", (memory_id, op, at))
 
 
 def connect_readonly(path: Path) -> tuple[sqlite3.Connection, str]:
@@ -559,11 +798,16 @@ def _short(value: object) -> str:
     return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
-def embedding_from_blob(blob: bytes, dimension: int) -> np.ndarray:
-    vector = np.frombuffer(blob, dtype=np.float32)
-    if vector.shape != (dimension,):
-        raise StorageError("decode an embedding from", "the database", f"{vector.size} floats, expected {dimension}")
-    return vector
+def _insert_chunks(conn: sqlite3.Connection, memory_id: int, chunks: Sequence[Chunk]) -> None:
+    conn.executemany(
+        "INSERT INTO chunks(memory_id, ordinal, start_char, end_char, embedding) VALUES (?, ?, ?, ?, ?)",
+        [(memory_id, i, c.start, c.end, _blob(c.vector)) for i, c in enumerate(chunks)],
+    )
+
+
+def _parts(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
 
 
 def blobs_to_matrix(blobs: Sequence[bytes], dimension: int) -> np.ndarray:
@@ -575,27 +819,27 @@ def _blob(embedding: np.ndarray) -> bytes:
     return np.ascontiguousarray(embedding, dtype=np.float32).tobytes()
 
 
-def _filters(
-    namespace: str | None, tags: Sequence[str], since: float | None, until: float | None
-) -> tuple[str, list[Any]]:
+def _filters(where: Filter, id_column: str) -> tuple[str, list[Any]]:
+    """A WHERE clause over `memories m` (and `id_column`, the memory id of the row) for the filter."""
     clauses: list[str] = []
     params: list[Any] = []
-    if namespace is not None:
-        clauses.append("namespace = ?")
-        params.append(namespace)
-    if tags:
-        marks = ",".join("?" * len(tags))
+    if where.namespace is not None:
+        clauses.append("m.namespace = ?")
+        params.append(where.namespace)
+    if where.tags:
+        marks = ",".join("?" * len(where.tags))
         clauses.append(
-            f"id IN (SELECT memory_id FROM memory_tags WHERE tag IN ({marks}) GROUP BY memory_id HAVING count(*) = ?)"
+            f"{id_column} IN (SELECT memory_id FROM memory_tags WHERE tag IN ({marks})"
+            " GROUP BY memory_id HAVING count(*) = ?)"
         )
-        params.extend(tags)
-        params.append(len(tags))
-    if since is not None:
-        clauses.append("created_at >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("created_at <= ?")
-        params.append(until)
+        params.extend(where.tags)
+        params.append(len(where.tags))
+    if where.since is not None:
+        clauses.append("m.created_at >= ?")
+        params.append(where.since)
+    if where.until is not None:
+        clauses.append("m.created_at <= ?")
+        params.append(where.until)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

@@ -29,6 +29,7 @@ from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ltms.embeddings import embedder_setting_for
 from ltms.errors import InvalidInput, ModelMismatch, StorageError
 from ltms.records import Memory
 from ltms.storage import pg_schema
@@ -211,8 +212,9 @@ class PostgresStorage:
     # -- the model guard --------------------------------------------------------------------------------
 
     def claim_model(self, model: str, dimension: int, allow_change: bool = False) -> None:
-        """Record the embedding model on first use; a different one is refused unless the store is empty or
-        `allow_change` (re-embedding). The meta row is locked, so two processes cannot both claim."""
+        """Record the embedding model on first use; a different one is refused unless `allow_change`
+        (re-embedding), even on an empty store: another process may have claimed it a moment ago. The meta row is
+        locked, so two processes cannot both claim."""
         if dimension != self.dimension:
             raise DimensionMismatch(self.dimension, dimension, self.location)
         with self.transaction() as tx:
@@ -222,8 +224,8 @@ class PostgresStorage:
             stored = str(row[0]) if row else model
             if stored == model:
                 return
-            if not allow_change and conn.execute("SELECT EXISTS (SELECT 1 FROM memories)").fetchone() == (True,):
-                raise ModelMismatch(stored, model, self.location)
+            if not allow_change:
+                raise ModelMismatch(stored, model, self.location, embedder_setting_for(stored))
             conn.execute("UPDATE meta SET value = %s WHERE key = 'model'", (model,))
             log.info("PostgreSQL %s: embedding model %r replaces %r", self.location, model, stored)
 
@@ -254,6 +256,13 @@ class PostgresStorage:
                 {**params, "limit": limit, "offset": offset},
             ).fetchall()
         return [_memory(r) for r in rows], int(total[0]) if total else 0
+
+    def find_by_hash(self, namespace: str, content_hash: str) -> int | None:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT id FROM memories WHERE namespace = %s AND content_hash = %s", (namespace, content_hash)
+            ).fetchone()
+        return int(row[0]) if row else None
 
     def count(self) -> int:
         with self._read() as conn:
@@ -296,6 +305,18 @@ class PostgresStorage:
                 return _exact_search(conn, clause, params, k)
             return hits
 
+    def best_chunks(self, vector: np.ndarray, memory_ids: Sequence[int]) -> dict[int, VectorHit]:
+        """The best chunk of each of `memory_ids` (for hits only the keyword leg found)."""
+        if not memory_ids:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT ON (memory_id) memory_id, embedding <=> %(q)s AS distance, start_char, end_char"
+                " FROM chunks WHERE memory_id = ANY(%(ids)s) ORDER BY memory_id, distance",
+                {"q": _vector(vector), "ids": list(memory_ids)},
+            ).fetchall()
+        return {int(i): VectorHit(int(i), 1.0 - float(d), int(s), int(e)) for i, d, s, e in rows}
+
     @staticmethod
     def _matching_at_most(conn: psycopg.Connection, clause: str, params: dict[str, Any], limit: int) -> bool:
         """Whether at most `limit` memories match: a count that stops at limit + 1 rows, so it stays cheap. Without
@@ -307,7 +328,7 @@ class PostgresStorage:
         row = conn.execute(
             f"SELECT count(*) FROM (SELECT 1 FROM memories m{clause} LIMIT %(bound)s) s", {**params, "bound": limit + 1}
         ).fetchone()
-        return bool(row) and int(row[0]) <= limit
+        return row is not None and int(row[0]) <= limit
 
     def keyword_search(self, terms: Sequence[str], k: int, where: Filter) -> list[KeywordHit]:
         """Full-text relevance (ts_rank_cd over the English tsvector) for any of `terms`. Each term becomes a

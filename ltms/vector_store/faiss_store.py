@@ -29,7 +29,7 @@ from ltms.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: keys are chunk keys (memory id << 16 | ordinal), no longer memory ids
 
 
 class SnapshotMissing(Exception):
@@ -215,7 +215,7 @@ class SnapshotStore:
             atomic_write_bytes(self.manifest_path, json.dumps(asdict(manifest), indent=1).encode())
             return manifest
 
-    def load(self, dimension: int, model: str, database_id: str = "") -> tuple[FaissIndex, Manifest]:
+    def load(self, dimension: int, model: str, database_id: str = "") -> tuple[FaissIndex, Manifest]:  # noqa: C901 (being rewritten on another branch; refactor there)
         """Load and verify the snapshot. Raises SnapshotMissing or SnapshotInvalid (with the reason)."""
         with self._locked(exclusive=False):
             if not self.index_path.exists():

@@ -90,10 +90,12 @@ def _when(epoch_seconds: float) -> str:
 
 
 def _passage(hit: Any) -> str | None:
-    """The matching passage of a search hit, once retrieval returns one (a string, or an object with `text`)."""
+    """The matching passage of a search hit (a string, or an object with `text`); None when it is the whole
+    memory (a short memory is one passage), which the page shows anyway."""
     passage = getattr(hit, "passage", None)
     text = getattr(passage, "text", passage)
-    return text if isinstance(text, str) and text.strip() else None
+    whole = getattr(getattr(hit, "memory", None), "text", None)
+    return text if isinstance(text, str) and text.strip() and text != whole else None
 
 
 def _environment() -> jinja2.Environment:
@@ -119,7 +121,9 @@ def _environment() -> jinja2.Environment:
 
 def _safe_next(base: str, target: str | None) -> str:
     """Where to go after signing in: only a path on this page, never another site."""
-    local = target and target.startswith(base + "/") and not target.startswith("//")
+    if target is None:
+        return base + "/"
+    local = target.startswith(base + "/") and not target.startswith("//")
     if local and target.isprintable() and "\\" not in target:
         return target
     return base + "/"
