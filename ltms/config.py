@@ -95,6 +95,12 @@ SETTINGS_TABLE: dict[str, tuple[str, Callable[[str], Any], Any, str]] = {
         5.0,
         "...or after this many seconds without a change",
     ),
+    "index": (
+        "LTMC_INDEX",
+        _choice("auto", "exact", "hnsw"),
+        "auto",
+        "vector index: auto (exact search, approximate HNSW from 50k chunks), exact or hnsw",
+    ),
     "read_only": ("LTMC_READ_ONLY", _bool, False, "expose only the reading tools"),
     "http_host": ("LTMC_HTTP_HOST", str, "127.0.0.1", "HTTP listen address"),
     "http_port": ("LTMC_HTTP_PORT", _int_in(0, 65535), 5050, "HTTP listen port"),
@@ -130,6 +136,7 @@ class Settings:
     max_metadata_bytes: int = 16 * 1024
     snapshot_every: int = 1000
     snapshot_quiet_seconds: float = 5.0
+    index: str = "auto"
     read_only: bool = False
     http_host: str = "127.0.0.1"
     http_port: int = 5050

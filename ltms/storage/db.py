@@ -515,6 +515,45 @@ class Database:
         # FTS5's bm25() is negative, lower is better: flip it so a higher score is a better match.
         return [KeywordHit(int(memory_id), rank, -float(score)) for rank, (memory_id, score) in enumerate(rows, 1)]
 
+    # -- for the index planner and change-log pruning (ltms.storage.embedded) ------------------------------------
+
+    def matching_ids(self, where: Filter, limit: int | None = None) -> np.ndarray:
+        """Ids of memories matching `where` (at most `limit` of them: enough to tell a small subset from a big one)."""
+        clause, params = _filters(where, "m.id")
+        sql = f"SELECT m.id FROM memories m{clause}" + (" LIMIT ?" if limit is not None else "")
+        rows = self._query(sql, [*params, limit] if limit is not None else params)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def matching_among(self, ids: Sequence[int], where: Filter) -> set[int]:
+        """Which of `ids` match `where` (a post-filter for candidates from an unfiltered search)."""
+        clause, params = _filters(where, "m.id")
+        found: set[int] = set()
+        for part in _parts(list(ids)):
+            marks = ",".join("?" * len(part))
+            condition = f" WHERE m.id IN ({marks})" + clause.replace(" WHERE ", " AND ", 1)
+            found.update(int(r[0]) for r in self._query(f"SELECT m.id FROM memories m{condition}", [*part, *params]))
+        return found
+
+    def pruned_through(self) -> int:
+        """Change-log rows up to this sequence number have been deleted (0: none)."""
+        value = self.get_meta("changes_pruned_through")
+        return int(value) if value else 0
+
+    def prune_changes(self, through_seq: int, batch: int = 5000) -> int:
+        """Delete change-log rows up to `through_seq`, always keeping the newest row (max(seq) is the current
+        sequence number). In short transactions, so a writer never waits long. Returns how many were deleted."""
+        deleted = 0
+        while True:
+            with self.write() as conn:
+                latest = int(conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
+                row = conn.execute("SELECT value FROM meta WHERE key = 'changes_pruned_through'").fetchone()
+                done = int(row[0]) if row else 0
+                target = min(through_seq, latest - 1, done + batch)
+                if target <= done:
+                    return deleted
+                deleted += conn.execute("DELETE FROM changes WHERE seq <= ?", (target,)).rowcount
+                Database.set_meta(conn, "changes_pruned_through", str(target))
+
 
 class SqliteTransaction:
     """The embedded backend's unit of work (see ltms.storage.base.Transaction)."""

@@ -96,11 +96,9 @@ class _Base:
             position += len(chunk)
             return chunk
 
-        reader = faiss.PyCallbackIOReader(read, 1 << 22)
         try:
-            return faiss.read_index(reader)
+            return read_faiss(read)
         finally:
-            del reader
             view.release()
 
     def positions_in(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -302,6 +300,15 @@ class FaissIndex:
 
     # -- snapshots ----------------------------------------------------------------------------------------------
 
+    def adopt(self, owned: faiss.Index) -> bool:
+        """Swap a mapped base for an in-memory copy of the same file (positions, keys and tombstones unchanged), so
+        nothing depends on the mapped file any more. False if the base is no longer the mapped one."""
+        base = self._base
+        if not base.mapped or owned.ntotal != base.n or type(owned) is not type(base.index):
+            return False
+        self._base = _Base(owned, np.array(base.keys), np.array(base.order), base.kind, base.params)
+        return True
+
     def freeze(self) -> FaissIndex:
         """A copy that later changes to this one do not touch (the base is shared: it never changes)."""
         copy = FaissIndex.__new__(FaissIndex)
@@ -470,6 +477,17 @@ def read_snapshot(fd: int, dimension: int, mapped: bool = True) -> FaissIndex:
         keys, order, view = keys.copy(), order.copy(), None
     base = _Base(index, keys, order, kind, HnswParams(m, efc, efs), mapped=mapped, owner=view)
     return FaissIndex(dimension, base, alive)
+
+
+def read_faiss(read: Callable[[int], bytes]) -> faiss.Index:
+    """An in-memory faiss index from a byte source (`read(n)` returns up to n bytes)."""
+    reader = faiss.PyCallbackIOReader(read, 1 << 22)
+    try:
+        return faiss.read_index(reader)
+    except RuntimeError as exc:
+        raise SnapshotFormatError(f"faiss cannot read it: {exc}") from exc
+    finally:
+        del reader
 
 
 def _check_graph(index: faiss.IndexHNSWFlat, n: int) -> None:

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,7 +24,7 @@ import numpy as np
 
 from ltms.errors import StorageError
 from ltms.fsutil import atomic_write_bytes, atomic_writer
-from ltms.vector_store.chunk_index import FaissIndex, SnapshotFormatError, read_snapshot
+from ltms.vector_store.chunk_index import FaissIndex, SnapshotFormatError, read_faiss, read_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +136,11 @@ class SnapshotStore:
     ) -> tuple[FaissIndex, Manifest]:
         """Load and verify the snapshot. Raises SnapshotMissing or SnapshotInvalid (with the reason).
 
-        The index is memory-mapped, not read. A file larger than `check_later_above` bytes is checked for the
-        bounds faiss relies on at once and its checksum is left to `index.pending_check` (SHA-256 runs at about
-        1.7 GB/s here: a restart at 1M memories would wait a second for it); the caller must run it soon and
-        discard the index if it raises."""
+        A file larger than `check_later_above` bytes is memory-mapped, not read, and checked at once only for the
+        bounds faiss relies on: reading and hashing 1.5 GB (1M memories) would delay a restart by seconds. The
+        caller must soon run `index.pending_check` on another thread: it hashes the file and returns an in-memory
+        copy of its faiss index to adopt (`FaissIndex.adopt`), so that the server stops depending on the mapped
+        file, which someone could truncate in place; it raises SnapshotInvalid on a checksum mismatch."""
         with self._locked(exclusive=False):
             if not self.index_path.exists():
                 if self.manifest_path.exists():
@@ -194,11 +195,11 @@ class SnapshotStore:
         if digest is not None and digest != manifest.sha256:
             raise SnapshotInvalid("checksum mismatch: the index file is corrupt")
         try:
-            index = read_snapshot(fd, dimension)
+            index = read_snapshot(fd, dimension, mapped=later)
         except SnapshotFormatError as exc:
             raise SnapshotInvalid(str(exc)) from exc
         if later:
-            index.pending_check = _deferred_check(fd, self.index_path, manifest.sha256)
+            index.pending_check = _DeferredCheck(fd, self.index_path, manifest.sha256)
         return index, manifest
 
     def move_aside(self, reason: str) -> list[tuple[Path, Path]]:
@@ -246,17 +247,46 @@ def _fd_digest(fd: int, path: Path) -> str:
     return digest.hexdigest()
 
 
-def _deferred_check(fd: int, path: Path, sha256: str) -> Callable[[], None]:
-    """The checksum of a loaded snapshot, to run on another thread: the very file that was mapped (its fd)."""
+class _DeferredCheck:
+    """Run once on another thread after a mapped load: hashes the very file that was mapped (its fd) while faiss
+    reads it into memory, and returns that in-memory copy; raises SnapshotInvalid on a checksum mismatch.
+    `close` it instead when the index is dropped unchecked."""
 
-    def check() -> None:
+    def __init__(self, fd: int, path: Path, sha256: str) -> None:
+        self.fd: int | None = fd
+        self.path = path
+        self.sha256 = sha256
+
+    def __call__(self) -> Any:
+        fd = self.fd
+        if fd is None:
+            raise SnapshotInvalid("the deferred check already ran")
+        digest = hashlib.sha256()
+        offset = 0
+
+        def read(size: int) -> bytes:
+            nonlocal offset
+            chunk = os.pread(fd, size, offset)
+            offset += len(chunk)
+            digest.update(chunk)
+            return chunk
+
         try:
-            if _fd_digest(fd, path) != sha256:
-                raise SnapshotInvalid("checksum mismatch: the index file is corrupt")
+            owned = read_faiss(read)
+            while read(1 << 22):  # the keys, order and tombstones after the faiss part
+                pass
+        except (OSError, SnapshotFormatError) as exc:
+            raise SnapshotInvalid(f"cannot read {self.path}: {exc}") from exc
         finally:
-            os.close(fd)
+            self.close()
+        if digest.hexdigest() != self.sha256:
+            raise SnapshotInvalid("checksum mismatch: the index file is corrupt")
+        return owned
 
-    return check
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 class _HashingWriter:
