@@ -144,5 +144,5 @@ def test_a_damaged_graph_is_refused_before_any_search(tmp_path: Path) -> None:
     assert at > 0
     data[at : at + 4] = np.int32(10**6).tobytes()  # a neighbour far outside the index: search would follow it
     path.write_bytes(bytes(data))
-    with pytest.raises(SnapshotInvalid, match="out of range|outside the index"):  # faiss 1.15 checks too
+    with pytest.raises(SnapshotInvalid, match=r"out of range|outside the index"):  # faiss 1.15 checks too
         snapshots.load(DIM, "m", check_later_above=0)
