@@ -500,11 +500,13 @@ def retrieve_rows(data_dir: Path, n: int, queries: int) -> list[list]:
     service = open_service(data_dir)
     try:  # populate: ids 1..n, created one second apart
         one = stamps_of(service, [n // 2])
+        pct01 = stamps_of(service, [n // 4, n // 4 + n // 1000 - 1])
         pct1 = stamps_of(service, [n // 3, n // 3 + n // 100 - 1])
         pct10 = stamps_of(service, [n // 5, n // 5 + n // 10 - 1])
         cases = [
             ("none", {}),
             ("created_at = one memory's (1 match)", {"since": one[0], "until": one[0]}),
+            ("a time window with 0.1% of them", {"since": pct01[0], "until": pct01[1]}),
             ("a time window with 1% of them", {"since": pct1[0], "until": pct1[1]}),
             ("a time window with 10% of them", {"since": pct10[0], "until": pct10[1]}),
             ("namespace='default' (all match)", {"namespace": "default"}),
@@ -512,7 +514,7 @@ def retrieve_rows(data_dir: Path, n: int, queries: int) -> list[list]:
         rows = []
         service.retrieve("warm up", k=K, mode="semantic")
         for label, where in cases:
-            count = service.storage.db.matching_ids(Filter(**where)).size if where else n
+            count = service.storage.db.count_matching(Filter(**where), n) if where else n
             lat = []
             for i in range(queries):
                 t = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import sqlite3
@@ -181,11 +182,23 @@ class PrecomputedEmbedder:
         self._pool = unit_vectors(pool, seed, dimension)
         self._next = 0
 
+    max_tokens = 256
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         n = len(texts)
         rows = np.arange(self._next, self._next + n) % len(self._pool)
         self._next += n
         return self._pool[rows].copy()
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """One token per word: the short bench texts stay one chunk each."""
+        return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
 
 
 def bench_text(i: int) -> str:

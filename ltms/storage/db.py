@@ -435,15 +435,18 @@ class Database:
 
     def chunk_spans(self, keys: Sequence[int]) -> dict[int, tuple[int, int]]:
         """key -> (start, end) character span."""
+        wanted = {int(k) for k in keys}
         spans: dict[int, tuple[int, int]] = {}
-        for part in _parts([int(k) for k in keys]):
+        # By memory id, which the primary key indexes (an expression over the key columns scans the whole table).
+        for part in _parts(sorted({key >> CHUNK_BITS for key in wanted})):
             marks = ",".join("?" * len(part))
             for key, start, end in self._query(
                 f"SELECT (memory_id << {CHUNK_BITS}) | ordinal, start_char, end_char FROM chunks"
-                f" WHERE ((memory_id << {CHUNK_BITS}) | ordinal) IN ({marks})",
+                f" WHERE memory_id IN ({marks})",
                 part,
             ):
-                spans[int(key)] = (int(start), int(end))
+                if int(key) in wanted:
+                    spans[int(key)] = (int(start), int(end))
         return spans
 
     def filter_chunk_keys(self, where: Filter) -> np.ndarray:
@@ -517,22 +520,28 @@ class Database:
 
     # -- for the index planner and change-log pruning (ltms.storage.embedded) ------------------------------------
 
-    def matching_ids(self, where: Filter, limit: int | None = None) -> np.ndarray:
-        """Ids of memories matching `where` (at most `limit` of them: enough to tell a small subset from a big one)."""
+    def count_matching(self, where: Filter, cap: int) -> int:
+        """How many memories match `where`, counting no further than `cap` (cheap whatever the total)."""
         clause, params = _filters(where, "m.id")
-        sql = f"SELECT m.id FROM memories m{clause}" + (" LIMIT ?" if limit is not None else "")
-        rows = self._query(sql, [*params, limit] if limit is not None else params)
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM memories m{clause} LIMIT ?)"
+        return int(self._query(sql, [*params, cap])[0][0])
+
+    def matching_ids(self, where: Filter) -> np.ndarray:
+        """Ids of every memory matching `where`."""
+        clause, params = _filters(where, "m.id")
+        rows = self._query(f"SELECT m.id FROM memories m{clause}", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def matching_among(self, ids: Sequence[int], where: Filter) -> set[int]:
-        """Which of `ids` match `where` (a post-filter for candidates from an unfiltered search)."""
+        """Which of `ids` match `where` (a post-filter for candidates from an unfiltered search). CROSS JOIN keeps
+        the candidates as the outer loop: SQLite would otherwise walk a namespace index over every row."""
         clause, params = _filters(where, "m.id")
-        found: set[int] = set()
-        for part in _parts(list(ids)):
-            marks = ",".join("?" * len(part))
-            condition = f" WHERE m.id IN ({marks})" + clause.replace(" WHERE ", " AND ", 1)
-            found.update(int(r[0]) for r in self._query(f"SELECT m.id FROM memories m{condition}", [*part, *params]))
-        return found
+        condition = clause.replace(" WHERE ", " AND ", 1)
+        rows = self._query(
+            f"SELECT m.id FROM json_each(?) AS j CROSS JOIN memories m ON m.id = j.value WHERE 1{condition}",
+            [json.dumps([int(i) for i in ids]), *params],
+        )
+        return {int(r[0]) for r in rows}
 
     def pruned_through(self) -> int:
         """Change-log rows up to this sequence number have been deleted (0: none)."""

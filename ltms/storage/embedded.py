@@ -62,7 +62,7 @@ HNSW_THRESHOLD = 50_000
 HNSW_PARAMS = HnswParams(m=32, ef_construction=64, ef_search=96)
 # A filter matching at most this many memories is answered by an exact search over just their vectors; above it, by
 # an unfiltered search that over-fetches and keeps the hits that pass (bench/bench_index.py, filtered retrieve).
-EXACT_SUBSET_LIMIT = 20_000
+EXACT_SUBSET_LIMIT = 10_000
 # Snapshots bigger than this are checked (SHA-256) on a thread after the restart has mapped them and answers.
 CHECK_LATER_BYTES = 128 * 2**20
 # Change-log rows kept below the snapshot for other processes (one that is further behind reloads the snapshot).
@@ -393,12 +393,11 @@ class EmbeddedStorage:
     def _filtered_search(self, vector: np.ndarray, k: int, where: Filter) -> list[tuple[int, float]]:
         """The planner: an exact search over just the matching memories when they are few; otherwise an
         unfiltered search whose hits are kept only if they match (one SQL query per round)."""
-        ids = self.db.matching_ids(where, limit=EXACT_SUBSET_LIMIT + 1)
-        if len(ids) > EXACT_SUBSET_LIMIT:
+        if self.db.count_matching(where, EXACT_SUBSET_LIMIT + 1) > EXACT_SUBSET_LIMIT:
             found = self._search(vector, k, keep=lambda candidates: self.db.matching_among(candidates, where))
             if found is not None:
                 return found
-            ids = self.db.matching_ids(where)
+        ids = self.db.matching_ids(where)
         with self._rw.read():
             return self.index.search_memories(vector, k, ids)
 

@@ -257,10 +257,11 @@ class FaissIndex:
             take = min(k, self._base_live)
             index = base.flat if exact else base.index
             selector = faiss.IDSelectorBitmap(self._alive) if self._base_live < base.n else None
+            params: Any = None
             if index is base.index and base.kind == HNSW:
-                params: Any = faiss.SearchParametersHNSW()
+                params = faiss.SearchParametersHNSW()
                 params.efSearch = max(ef_search or base.params.ef_search, take)
-            else:
+            elif selector is not None:
                 params = faiss.SearchParameters()
             if selector is not None:
                 params.sel = selector
@@ -268,8 +269,9 @@ class FaissIndex:
             found = [(int(base.keys[p]), float(s)) for p, s in zip(positions[0], scores[0], strict=True) if p >= 0]
         if self._delta_live:
             take = min(k, self._delta_live)
-            params = faiss.SearchParameters()
+            params = None
             if self._delta_live < self._nd:
+                params = faiss.SearchParameters()
                 params.sel = faiss.IDSelectorBitmap(np.packbits(self._delta_alive[: self._nd], bitorder="little"))
             scores, rows = self._delta.search(q, take, params=params)
             found += [(int(self._delta_keys[r]), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0]
@@ -282,8 +284,10 @@ class FaissIndex:
         positions = base.positions_in(low, high)
         positions = positions[_bits_set(self._alive, positions)] if len(positions) else positions
         rows = self._delta_rows(low, high)
-        keys = np.concatenate([base.keys[positions], self._delta_keys[rows]])
-        vectors = np.concatenate([base.vectors[positions], self._delta_vectors()[rows]])
+        keys, vectors = base.keys[positions], np.take(base.vectors, positions, axis=0)
+        if len(rows):
+            keys = np.concatenate([keys, self._delta_keys[rows]])
+            vectors = np.concatenate([vectors, self._delta_vectors()[rows]])
         return keys, vectors
 
     def search_memories(self, query: np.ndarray, k: int, memory_ids: np.ndarray) -> list[tuple[int, float]]:
