@@ -161,12 +161,7 @@ class EmbeddedStorage:
         if unsaved:  # built from SQLite: save it now, so the next start maps it
             self._unsaved_changes = max(self._unsaved_changes, 1)
             self.save_snapshot(raise_errors=False, force=True, convert=False)
-        if index.pending_check is not None:
-            self._verifier = threading.Thread(
-                target=self._check_later, args=(index.pending_check, seq), name="ltmc-verify", daemon=True
-            )
-            index.pending_check = None
-            self._verifier.start()
+        self._start_check(index, seq)
         if self._background_saves and self._saver is None:
             self._saver = threading.Thread(target=self._save_when_due, name="ltmc-snapshot", daemon=True)
             self._saver.start()
@@ -230,12 +225,26 @@ class EmbeddedStorage:
         return self._converted_if_small(index), seq, True
 
     def _install(self, index: FaissIndex, seq: int) -> None:
-        """Make `index` (up to change `seq`) the live index, with every change since replayed onto it first."""
+        """Make `index` (up to change `seq`) the live index, with every change since replayed onto it first:
+        most of them before taking the lock (the index is not live yet), the last few under it."""
+        latest = self.db.max_seq()
+        if latest > seq and self.db.pruned_through() <= seq:
+            self._fetch(seq, latest).apply(index)
+            seq = latest
         with self._apply_lock:
             target = max(seq, self._applied_seq)
             self._fetch(seq, target).apply(index)
             with self._rw.write():
                 self.index, self._applied_seq = index, target
+
+    def _start_check(self, index: FaissIndex, seq: int) -> None:
+        """Run a mapped snapshot's deferred check (checksum, then adoption into memory) on a thread."""
+        check, index.pending_check = index.pending_check, None
+        if check is not None:
+            self._verifier = threading.Thread(
+                target=self._check_later, args=(check, seq), name="ltmc-verify", daemon=True
+            )
+            self._verifier.start()
 
     def _converted_if_small(self, index: FaissIndex) -> FaissIndex:
         """The index in the configured kind now, if that is quick; a large conversion is left to the saver."""
@@ -246,17 +255,25 @@ class EmbeddedStorage:
 
     def build_index(self, progress: Progress | None = None) -> tuple[FaissIndex, int]:
         """A fresh exact index from every chunk vector in the database, and the change sequence it includes."""
-        with self.db.read_transaction():  # rows and sequence from one consistent state
-            seq = self.db.max_seq()
-            total = self.db.chunk_count()
-            done = 0
-            index = FaissIndex(self.dimension)
-            for keys, vectors in self.db.iter_chunk_vectors(self.dimension):
-                index.add(keys, vectors)
-                done += len(keys)
-                if progress:
-                    progress(done, total)
-        index = index.compacted(EXACT, self.hnsw_params)  # the delta becomes a flat base
+        # Its own connection: the read transaction (rows and sequence from one consistent state) lasts minutes at
+        # a million memories, and must not hold the shared connection that every search and store goes through.
+        reader = Database(self.paths.db_path)
+        try:
+            with reader.read_transaction():
+                seq = reader.max_seq()
+                total = reader.chunk_count()
+
+                def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    done = 0
+                    for keys, vectors in reader.iter_chunk_vectors(self.dimension):
+                        yield keys, vectors
+                        done += len(keys)
+                        if progress:
+                            progress(done, total)
+
+                index = FaissIndex.exact_from(self.dimension, total, batches())
+        finally:
+            reader.close()
         log.info("built the index from %s: %d vectors", self.db.path, index.ntotal)
         return index, seq
 
@@ -307,9 +324,9 @@ class EmbeddedStorage:
             self.db.pruned_through(),
         )
         index, seq, _ = self._load_or_build()
-        self._discard_check(index)  # the checksum is skipped here rather than run while every search waits
         with self._rw.write():
             self.index, self._applied_seq = index, seq
+        self._start_check(index, seq)
         self._unsaved_changes += 1  # the saver (or close) writes it
 
     # -- the Storage protocol -------------------------------------------------------------------------------------

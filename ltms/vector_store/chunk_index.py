@@ -20,7 +20,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -127,6 +127,28 @@ class FaissIndex:
         self._live_memories = self._count_first_chunks()
         # Set by SnapshotStore.load when the checksum is verified after the load (large snapshots): call it.
         self.pending_check: Callable[[], None] | None = None
+
+    @classmethod
+    def exact_from(cls, dimension: int, total: int, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> FaissIndex:
+        """An exact index of `total` vectors filled straight into faiss's storage from (keys, vectors) batches:
+        one copy of the vectors, where adding batch by batch would grow (and copy) the storage as it goes."""
+        flat = faiss.IndexFlatIP(dimension)
+        flat.codes.resize(total * dimension * 4)
+        storage = faiss.rev_swig_ptr(flat.codes.data(), total * dimension * 4) if total else np.zeros(0, np.uint8)
+        matrix = storage.view(np.float32).reshape(total, dimension)
+        keys = np.zeros(total, dtype=np.int64)
+        done = 0
+        for batch_keys, vectors in batches:
+            end = done + len(batch_keys)
+            if end > total:
+                raise ValueError(f"more vectors than the {total} announced")
+            keys[done:end] = batch_keys
+            matrix[done:end] = vectors
+            done = end
+        if done != total:
+            raise ValueError(f"{done} vectors, {total} announced")
+        flat.ntotal = total
+        return cls(dimension, _Base(flat, keys, np.argsort(keys, kind="stable"), EXACT, HnswParams()))
 
     # -- what it holds ----------------------------------------------------------------------------------------
 
