@@ -978,6 +978,10 @@ def main() -> None:
         )
         emit()
 
+    scale_sizes = parse_sizes(args.scale_sizes) if not args.quick else []
+    if scale_sizes:
+        scale_section(scale_sizes, max(20, args.queries // 4), work, args.launches)
+
 
 if __name__ == "__main__":
     main()
