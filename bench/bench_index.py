@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -558,9 +559,56 @@ def write_rows(data_dir: Path, n: int, work: Path) -> dict:
     return out
 
 
+class HoldTimer:
+    """Wraps a lock (or one side of the readers-writer lock) and records how long each holder kept it."""
+
+    def __init__(self, lock) -> None:
+        self.lock = lock
+        self.holds: list[float] = []
+        self._local = threading.local()
+
+    def __enter__(self):
+        self.lock.__enter__()
+        depth = getattr(self._local, "depth", 0)
+        if not depth:
+            self._local.start = time.perf_counter()
+        self._local.depth = depth + 1
+        return self
+
+    def __exit__(self, *exc):
+        self._local.depth -= 1
+        if not self._local.depth:
+            self.holds.append(time.perf_counter() - self._local.start)
+        return self.lock.__exit__(*exc)
+
+
+def busy_phase(service, n: int, done: threading.Event, tag: str) -> tuple[list[float], list[float]]:
+    stores, searches = [], []
+    i = 0
+    while not done.is_set():
+        t = time.perf_counter()
+        service.store(f"stored {tag} at {n}: number {i}, the pager rotation of team {i % 11}")
+        stores.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        service.retrieve(f"{tag} {i}", k=K, mode="semantic")
+        searches.append(time.perf_counter() - t)
+        i += 1
+    return stores, searches
+
+
 def save_while_busy(service, n: int) -> dict:
     """A forced snapshot save on a thread while the main thread stores and retrieves back to back; a third thread
-    samples RSS. The longest operation is how long a save blocks them; the RSS rise is the save's extra copy."""
+    samples RSS. The same load runs first for as long without a save: the machine's own noise. The index locks
+    are timed while the save runs: how long the save itself kept stores and searches out."""
+    storage = service.storage
+    quiet = threading.Event()
+    threading.Timer(5.0, quiet.set).start()
+    base_stores, base_searches = busy_phase(service, n, quiet, "before the save")
+    writes = HoldTimer(contextlib.nullcontext())
+    applies = HoldTimer(storage._apply_lock)
+    real_write = storage._rw.write
+    storage._rw.write = lambda: _timed(real_write(), writes)
+    storage._apply_lock = applies
     done = threading.Event()
     took: dict[str, float] = {}
     peak = [proc_status()["VmRSS"]]
@@ -579,25 +627,28 @@ def save_while_busy(service, n: int) -> dict:
     threads = [threading.Thread(target=save), threading.Thread(target=sample)]
     for thread in threads:
         thread.start()
-    stores, searches = [], []
-    i = 0
-    while not done.is_set():
-        t = time.perf_counter()
-        service.store(f"stored during a save at {n}: number {i}, the pager rotation of team {i % 11}")
-        stores.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        service.retrieve(f"during the save {i}", k=K, mode="semantic")
-        searches.append(time.perf_counter() - t)
-        i += 1
+    stores, searches = busy_phase(service, n, done, "during the save")
     for thread in threads:
         thread.join()
+    storage._rw.write = real_write
+    storage._apply_lock = applies.lock
     return {
         "save": took["save"],
         "stores": stores,
         "searches": searches,
+        "base_stores": base_stores,
+        "base_searches": base_searches,
+        "write_lock": max(writes.holds, default=0.0),
+        "apply_lock": max(applies.holds, default=0.0),
         "rss_rise": max(peak) - base_rss,
         "index_bytes": service.storage.paths.index_path.stat().st_size,
     }
+
+
+@contextlib.contextmanager
+def _timed(inner, timer: HoldTimer):
+    with inner, timer:
+        yield
 
 
 def parallel_searches(service, counts: tuple[int, ...], per_thread: int) -> list[tuple[int, float]]:
@@ -764,8 +815,12 @@ def scale_section(sizes: list[int], queries: int, work: Path, launches: int) -> 
                 human(n),
                 secs(s["save"]),
                 len(s["stores"]),
-                ms(max(s["stores"])),
-                ms(max(s["searches"])),
+                f"{ms(pct(s['stores'], 99))} / {ms(max(s['stores']))}",
+                f"{ms(pct(s['searches'], 99))} / {ms(max(s['searches']))}",
+                f"{ms(pct(s['base_stores'], 99))} / {ms(max(s['base_stores']))}",
+                f"{ms(pct(s['base_searches'], 99))} / {ms(max(s['base_searches']))}",
+                ms(s["write_lock"]),
+                ms(s["apply_lock"]),
                 mib(s["rss_rise"]),
                 mib(s["index_bytes"]),
             ]
@@ -776,8 +831,12 @@ def scale_section(sizes: list[int], queries: int, work: Path, launches: int) -> 
                 "memories",
                 "forced save s",
                 "store+retrieve pairs meanwhile",
-                "longest store ms",
-                "longest retrieve ms",
+                "store p99 / max ms",
+                "retrieve p99 / max ms",
+                "without a save: store p99 / max",
+                "... retrieve p99 / max",
+                "index write lock held, longest ms",
+                "apply lock held, longest ms",
                 "RSS rise MiB",
                 "snapshot MiB",
             ],
@@ -787,7 +846,10 @@ def scale_section(sizes: list[int], queries: int, work: Path, launches: int) -> 
     emit()
     emit(
         "A forced `save_snapshot` (delta folded into a new base, streamed to disk) on a thread while the main thread "
-        "stores and retrieves back to back; RSS sampled every 20 ms.\n"
+        "stores and retrieves back to back; RSS sampled every 20 ms. The same loop ran 5 s without a save first: "
+        "on this shared machine the outliers come and go with other work. The lock columns are what a save can "
+        "make a store or search wait for: the readers-writer lock's write side (searches wait) and the lock that "
+        "orders index changes (stores wait), the longest hold by anyone while the save ran.\n"
     )
     rows = []
     for n, w in writes.items():

@@ -224,7 +224,7 @@ class EmbeddedStorage:
         self.index_state = state
         return self._converted_if_small(index), seq, True
 
-    def _install(self, index: FaissIndex, seq: int) -> None:
+    def _install(self, index: FaissIndex, seq: int) -> FaissIndex:
         """Make `index` (up to change `seq`) the live index, with every change since replayed onto it first:
         most of them before taking the lock (the index is not live yet), the last few under it."""
         latest = self.db.max_seq()
@@ -235,7 +235,8 @@ class EmbeddedStorage:
             target = max(seq, self._applied_seq)
             self._fetch(seq, target).apply(index)
             with self._rw.write():
-                self.index, self._applied_seq = index, target
+                replaced, self.index, self._applied_seq = self.index, index, target
+        return replaced  # the caller drops it, outside every lock
 
     def _start_check(self, index: FaissIndex, seq: int) -> None:
         """Run a mapped snapshot's deferred check (checksum, then adoption into memory) on a thread."""
@@ -505,7 +506,10 @@ class EmbeddedStorage:
                 if raise_errors:
                     raise
                 return False
-            self._install(compacted, seq)  # and the changes made meanwhile
+            del index
+            replaced = self._install(compacted, seq)  # and the changes made meanwhile
+            replaced.release()  # gives its memory back in slices: freeing it at once stalls every thread
+            del replaced
             with self._apply_lock:
                 self._unsaved_changes = max(0, self._unsaved_changes - pending)
             self.last_snapshot_error = None
