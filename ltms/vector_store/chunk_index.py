@@ -391,7 +391,7 @@ class FaissIndex:
         incremental = (
             kind == HNSW
             and base.kind == HNSW
-            and base.params == params
+            and (base.params.m, base.params.ef_construction) == (params.m, params.ef_construction)
             and base.n > 0
             and dead_after <= rebuild_dead_fraction * max(total, 1)
         )
