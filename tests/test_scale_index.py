@@ -88,12 +88,18 @@ def test_an_incremental_hnsw_compaction_keeps_positions_and_tombstones(tmp_path:
     index, vectors = built(HNSW)
     index.remove_memories(np.asarray([10, 20]))
     index.add(keys_of(range(201, 211)), unit_vectors(10, seed=9))
+    index.add(keys_of([15]), unit_vectors(1, seed=11))  # an updated memory: its key twice, once dead
+    index.remove_memories(np.asarray([15]))
+    index.add(keys_of([15]), unit_vectors(1, seed=12))
     merged = index.compacted(HNSW, SMALL_GRAPH)
-    assert (merged.base_size, merged.dead, merged.delta_size, merged.ntotal) == (210, 2, 0, 208)
+    assert (merged.base_size, merged.dead, merged.delta_size, merged.ntotal) == (211, 3, 0, 208)
+    keys = merged._base.keys[merged._base.order]
+    assert np.all(np.diff(keys) >= 0)  # the merged key order is sorted
+    assert [key >> KEY_BITS for key, _ in merged.search(unit_vectors(1, seed=12)[0], 1)] == [15]
     snapshots = store_at(tmp_path)
     snapshots.save(merged, merged.ntotal, DIM, "m", last_seq=1)
     loaded, _ = snapshots.load(DIM, "m")
-    assert loaded.kind == HNSW and loaded.ntotal == 208 and loaded.dead == 2
+    assert loaded.kind == HNSW and loaded.ntotal == 208 and loaded.dead == 3
     for memory_id in (10, 20):
         assert memory_id not in [key >> KEY_BITS for key, _ in loaded.search(vectors[memory_id - 1], 10)]
     query = vectors[33]
