@@ -92,7 +92,7 @@ def load_vectors(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     from common import db_path
 
     conn = sqlite3.connect(str(db_path(data_dir)))
-    rows = conn.execute("SELECT id, embedding FROM memories ORDER BY id").fetchall()
+    rows = conn.execute("SELECT memory_id, embedding FROM chunks WHERE ordinal = 0 ORDER BY memory_id").fetchall()
     conn.close()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), DIM)
@@ -355,9 +355,10 @@ def main() -> None:
     )
     emit()
     emit(
-        "`MemoryService.save_snapshot` (what the background saver runs every 1000 changes or after 5 quiet seconds) "
-        "on a thread while the main thread stores back to back: the longest store is how long a save blocks every "
-        "writer (and reader): `FaissIndex.serialize()` runs under the service lock."
+        "`MemoryService.save_snapshot` (what the background saver runs every 1000 changes, more on a large index, "
+        "or after 5 quiet seconds) on a thread while the main thread stores back to back: the longest store is how "
+        "long a save blocks a writer. Only copying the delta and the tombstones, and swapping the new base in, hold "
+        "the index lock; the new base is built and streamed to disk outside it."
     )
     emit()
     goal_rows = []

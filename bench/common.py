@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import sqlite3
@@ -179,11 +180,23 @@ class PrecomputedEmbedder:
         self._pool = unit_vectors(pool, seed, dimension)
         self._next = 0
 
+    max_tokens = 256
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         n = len(texts)
         rows = np.arange(self._next, self._next + n) % len(self._pool)
         self._next += n
         return self._pool[rows].copy()
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """One token per word: the short bench texts stay one chunk each."""
+        return [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
 
 
 def bench_text(i: int) -> str:
@@ -229,38 +242,34 @@ def populate(
     conn = sqlite3.connect(str(paths.db_path), isolation_level=None)
     conn.execute("PRAGMA synchronous = OFF")  # setup only; the service reopens with its own settings
     rng = np.random.default_rng(seed)
+    centres = unit_vectors(max(10, n // 100), seed + 1)  # clustered, like sentence embeddings (bench_index.py)
     now = time.time() - n  # one memory a second, ending now
     t0 = time.perf_counter()
     for start in range(0, n, batch):
         count = min(batch, n - start)
-        block = rng.standard_normal((count, DIM), dtype=np.float32)
+        block = centres[rng.integers(0, len(centres), count)]
+        block += rng.standard_normal((count, DIM), dtype=np.float32) / np.sqrt(DIM)
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         rows = []
+        chunks = []
         changes = []
         for j in range(count):
             i = start + j + 1
             text = bench_text(i)
             stamp = now + i
             rows.append(
-                (
-                    i,
-                    "default",
-                    text,
-                    "[]",
-                    "{}",
-                    stamp,
-                    stamp,
-                    hashlib.sha256(text.encode()).hexdigest(),
-                    block[j].tobytes(),
-                    model,
-                )
+                (i, "default", text, "[]", "{}", stamp, stamp, hashlib.sha256(text.encode()).hexdigest(), model)
             )
+            chunks.append((i, 0, 0, len(text), block[j].tobytes()))  # schema 2: one chunk per short memory
             changes.append((i, "add", stamp))
         conn.execute("BEGIN")
         conn.executemany(
             "INSERT INTO memories(id, namespace, text, tags, metadata, created_at, updated_at,"
-            " content_hash, embedding, model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " content_hash, model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
+        )
+        conn.executemany(
+            "INSERT INTO chunks(memory_id, ordinal, start_char, end_char, embedding) VALUES (?, ?, ?, ?, ?)", chunks
         )
         conn.executemany("INSERT INTO changes(memory_id, op, at) VALUES (?, ?, ?)", changes)
         conn.execute("COMMIT")
@@ -271,8 +280,17 @@ def populate(
     log(f"  populate {data_dir.name}: {n} rows in {time.perf_counter() - t0:.1f} s")
     if with_snapshot:
         t1 = time.perf_counter()
-        MemoryService(settings, embedder=PrecomputedEmbedder(model, pool=1), background_saves=False).close()
-        log(f"  first open (build index + save snapshot): {time.perf_counter() - t1:.1f} s")
+        service = MemoryService(settings, embedder=PrecomputedEmbedder(model, pool=1), background_saves=False)
+        log(f"  first open (build the exact index + save the snapshot): {time.perf_counter() - t1:.1f} s")
+        # What the background saver of a server would do next above the HNSW threshold; here with both cores.
+        import faiss
+
+        t1 = time.perf_counter()
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        service.save_snapshot(force=True)
+        faiss.omp_set_num_threads(1)
+        service.close()
+        log(f"  index kind {service.storage.index.kind}, converted and saved in {time.perf_counter() - t1:.1f} s")
 
 
 def cached_data_dir(n: int, model: str, *, fresh: bool = False) -> Path:
@@ -281,7 +299,7 @@ def cached_data_dir(n: int, model: str, *, fresh: bool = False) -> Path:
     Benchmarks that write to it must work on a copy (`scratch_copy`)."""
     data_dir = CACHE / f"data-{n}"
     marker = data_dir / "bench-populated.json"
-    want = {"n": n, "version": 2}
+    want = {"n": n, "version": 3}  # 3: schema 2 (chunks)
     current = None
     if marker.exists():
         try:
@@ -299,24 +317,24 @@ def cached_data_dir(n: int, model: str, *, fresh: bool = False) -> Path:
 
 
 def refresh_snapshot_format(data_dir: Path, model: str) -> None:
-    """If ltms now serializes its index differently from the cached snapshot (e.g. IndexIDMap2 -> IndexIDMap),
-    rebuild the snapshot with the current code, so loads are measured on what ltms writes today."""
+    """If ltms now writes its snapshot in another format than the cached one, rebuild the snapshot with the current
+    code, so loads are measured on what ltms writes today."""
     from ltms.service import MemoryService
-    from ltms.vector_store.faiss_store import FaissIndex
+    from ltms.vector_store.faiss_store import MANIFEST_FORMAT
 
     paths = settings_for(data_dir).paths
-    want = bytes(FaissIndex(DIM).serialize()[:4])
     try:
-        with open(paths.index_path, "rb") as handle:
-            have = handle.read(4)
-    except FileNotFoundError:
-        have = b""
-    if have == want:
+        have = json.loads(paths.manifest_path.read_text()).get("format")
+    except (OSError, ValueError):
+        have = None
+    if have == MANIFEST_FORMAT:
         return
-    log(f"  snapshot in {data_dir} is {have!r}, ltms now writes {want!r}: rebuilding it")
+    log(f"  snapshot in {data_dir} has format {have!r}, ltms now writes {MANIFEST_FORMAT}: rebuilding it")
     for path in (paths.index_path, paths.manifest_path):
         path.unlink(missing_ok=True)
-    MemoryService(settings_for(data_dir), embedder=PrecomputedEmbedder(model, pool=1), background_saves=False).close()
+    service = MemoryService(settings_for(data_dir), embedder=PrecomputedEmbedder(model, pool=1), background_saves=False)
+    service.save_snapshot(force=True)
+    service.close()
 
 
 def relabel(data_dir: Path, model: str) -> None:

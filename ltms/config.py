@@ -140,6 +140,12 @@ class Settings:
     snapshot_quiet_seconds: float = setting(
         "LTMC_SNAPSHOT_QUIET_SECONDS", _positive_float, 5.0, "...or after this many seconds without a change"
     )
+    index: str = setting(
+        "LTMC_INDEX",
+        _choice("auto", "exact", "hnsw"),
+        "auto",
+        "vector index: auto (exact search, approximate HNSW from 50k chunks), exact or hnsw",
+    )
     read_only: bool = setting("LTMC_READ_ONLY", _bool, False, "refuse every write", "--read-only")
     http_host: str = setting("LTMC_HTTP_HOST", str, "127.0.0.1", "HTTP listen address", "--host")
     http_port: int = setting("LTMC_HTTP_PORT", _int_in(0, 65535), 5050, "HTTP port; 0 picks a free one", "--port")

@@ -8,11 +8,13 @@ bench/reliability/crash_trials.py, run here under `pytest -m slow`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -79,7 +81,16 @@ def test_a_kill_between_writing_the_index_and_its_manifest_leaves_a_loadable_sna
         real(path, payload)
         written.append(path)
 
+    real_writer = faiss_store.atomic_writer
+
+    @contextlib.contextmanager
+    def recording_writer(path: Path) -> Iterator[BinaryIO]:  # the index file is streamed through this one
+        with real_writer(path) as handle:
+            yield handle
+        written.append(path)
+
     monkeypatch.setattr(faiss_store, "atomic_write_bytes", dies_before_the_final_manifest)
+    monkeypatch.setattr(faiss_store, "atomic_writer", recording_writer)
     with pytest.raises(Killed):
         service.save_snapshot()
     monkeypatch.undo()

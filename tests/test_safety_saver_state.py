@@ -37,14 +37,14 @@ def test_a_manifest_on_disk_is_never_counted_as_unsaved(tmp_path: Path) -> None:
             while not blocked_on_lock(paths.lock_path):  # it has cloned the index and waits for the file lock
                 assert saver.is_alive()
                 tick.wait(0.01)
-            service.storage._lock.acquire()
+            service.storage._apply_lock.acquire()
         try:
             while manifest_count(data) != 10:  # the write goes on now; the count is read with its lock held
                 assert saver.is_alive()
                 tick.wait(0.01)
             assert service.storage._unsaved_changes == 0, "the manifest holds 10 changes the count still calls unsaved"
         finally:
-            service.storage._lock.release()
+            service.storage._apply_lock.release()
         saver.join(timeout=30)
         assert service.wait_until_saved(timeout=30)
         assert service.stats()["index"]["unsaved_changes"] == 0

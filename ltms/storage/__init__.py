@@ -59,6 +59,7 @@ def open_storage(
         chunker=chunker,
         snapshot_every=settings.snapshot_every,
         snapshot_quiet_seconds=settings.snapshot_quiet_seconds,
+        index_mode=settings.index,
         background_saves=background_saves,
         read_only=read_only,
         progress=progress,

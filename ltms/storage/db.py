@@ -639,6 +639,51 @@ class Database:
         rows = self._query(counts, [fts5_match([term]) for term in terms])
         return {terms[int(i)]: int(count) for i, count in rows}
 
+    # -- for the index planner and change-log pruning (ltms.storage.embedded) ------------------------------------
+
+    def count_matching(self, where: Filter, cap: int) -> int:
+        """How many memories match `where`, counting no further than `cap` (cheap whatever the total)."""
+        clause, params = _filters(where, "m.id")
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM memories m{clause} LIMIT ?)"
+        return int(self._query(sql, [*params, cap])[0][0])
+
+    def matching_ids(self, where: Filter) -> np.ndarray:
+        """Ids of every memory matching `where`."""
+        clause, params = _filters(where, "m.id")
+        rows = self._query(f"SELECT m.id FROM memories m{clause}", params)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def matching_among(self, ids: Sequence[int], where: Filter) -> set[int]:
+        """Which of `ids` match `where` (a post-filter for candidates from an unfiltered search). CROSS JOIN keeps
+        the candidates as the outer loop: SQLite would otherwise walk a namespace index over every row."""
+        clause, params = _filters(where, "m.id")
+        condition = clause.replace(" WHERE ", " AND ", 1)
+        rows = self._query(
+            f"SELECT m.id FROM json_each(?) AS j CROSS JOIN memories m ON m.id = j.value WHERE 1{condition}",
+            [json.dumps([int(i) for i in ids]), *params],
+        )
+        return {int(r[0]) for r in rows}
+
+    def pruned_through(self) -> int:
+        """Change-log rows up to this sequence number have been deleted (0: none)."""
+        value = self.get_meta("changes_pruned_through")
+        return int(value) if value else 0
+
+    def prune_changes(self, through_seq: int, batch: int = 5000) -> int:
+        """Delete change-log rows up to `through_seq`, always keeping the newest row (max(seq) is the current
+        sequence number). In short transactions, so a writer never waits long. Returns how many were deleted."""
+        deleted = 0
+        while True:
+            with self.write() as conn:
+                latest = int(conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
+                row = conn.execute("SELECT value FROM meta WHERE key = 'changes_pruned_through'").fetchone()
+                done = int(row[0]) if row else 0
+                target = min(through_seq, latest - 1, done + batch)
+                if target <= done:
+                    return deleted
+                deleted += conn.execute("DELETE FROM changes WHERE seq <= ?", (target,)).rowcount
+                Database.set_meta(conn, "changes_pruned_through", str(target))
+
 
 class SqliteTransaction:
     """The embedded backend's unit of work (see ltms.storage.base.Transaction)."""

@@ -1,12 +1,18 @@
-"""The embedded backend: SQLite holds the truth, an in-memory FAISS index over chunk vectors is its cache.
+"""The embedded backend: SQLite holds the truth, an in-memory index over chunk vectors is its cache.
 
 Consistency across processes: every write appends to the database's change log in the same transaction.
 Before a search, and after each of its own writes, the backend replays change-log rows newer than the last
 one its index has seen (`catch_up`), so memories stored by another process are found at once. The keyword leg
 needs no replay: its FTS5 table is written in the memory's own transaction.
 
-The index is saved as a verified snapshot (ltms.vector_store.faiss_store) after a batch of changes or a quiet
-period and at close, never on every write; a snapshot that cannot be trusted is moved aside and rebuilt.
+The index (ltms.vector_store.chunk_index) is an immutable base, exact or HNSW (approximate, above a size
+threshold), plus an in-memory delta and tombstones: a store appends to the delta, an update or delete clears a
+bit. A snapshot save folds the delta into a new base off the lock, streams it to disk, and swaps the file's
+memory mapping in; a restart maps the snapshot instead of reading it. Searches run in parallel under the read
+side of a readers-writer lock; index changes take the write side for microseconds.
+
+After a save, change-log rows below the snapshot (less a margin) are pruned. A process whose index is older than
+the pruned rows (idle through a prune) reloads the snapshot, or rebuilds from SQLite, before it answers.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +42,17 @@ from ltms.storage.base import (
     VectorHit,
 )
 from ltms.storage.db import CHUNK_BITS, Database, SqliteTransaction
+from ltms.vector_store.chunk_index import EXACT, HNSW, KEY_BITS, FaissIndex, HnswParams
 from ltms.vector_store.faiss_config import ResolvedPaths, prepare_directories
-from ltms.vector_store.faiss_store import FaissIndex, SnapshotInvalid, SnapshotMissing, SnapshotStore
+from ltms.vector_store.faiss_store import (
+    Manifest,
+    SnapshotInvalid,
+    SnapshotMissing,
+    SnapshotStore,
+)
+from ltms.vector_store.rwlock import ReadWriteLock
+
+assert KEY_BITS == CHUNK_BITS, "the index and the database must agree on chunk keys"
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +60,47 @@ Progress = Callable[[int, int], None]
 # The vector leg fetches this many chunks per wanted memory at first: a long memory can hold several of the
 # nearest chunks, and memories, not chunks, are what is returned.
 CHUNK_OVERFETCH = 3
+# `auto`: an HNSW index from this many live vectors up (exact below half of it once HNSW: no flapping). Chosen by
+# bench/bench_index.py: an exact scan costs ~0.1 ms per 1k vectors here (4.9 ms at 50k), HNSW 0.2-1 ms at any size.
+HNSW_THRESHOLD = 50_000
+# recall@10 against exact search, efSearch=128: 0.981 on 1M clustered vectors (0.962 at 96), 0.997 on MiniLM vectors
+# of real sentences, 1.000 at 100k; p50 1.1 ms at 1M (bench/README.md). efSearch is read at search time, not from
+# the snapshot, so it can change without a rebuild.
+HNSW_PARAMS = HnswParams(m=32, ef_construction=64, ef_search=128)
+# A filter matching at most this many memories is answered by an exact search over just their vectors; above it, by
+# an unfiltered search that over-fetches and keeps the hits that pass (bench/bench_index.py, filtered retrieve).
+EXACT_SUBSET_LIMIT = 10_000
+# Snapshots bigger than this are checked (SHA-256) on a thread after the restart has mapped them and answers.
+CHECK_LATER_BYTES = 128 * 2**20
+# Change-log rows kept below the snapshot for other processes (one that is further behind reloads the snapshot).
+PRUNE_MARGIN = 10_000
+# Built at open (before answering) when the configured kind is HNSW and the store is small; larger: in the background.
+SYNC_HNSW_BUILD = 50_000
+RETRY_SAVE_SECONDS = 30.0
+# A post-filtered search that has not found k matches among this many nearest chunks scans the matches instead.
+MAX_POSTFILTER_FETCH = 50_000
 
 
 def memory_of(keys: np.ndarray) -> np.ndarray:
     return np.asarray(keys, dtype=np.int64) >> CHUNK_BITS
+
+
+@dataclass
+class _Changes:
+    """Change-log rows fetched from SQLite, ready to apply to an index."""
+
+    modified: list[int]
+    keys: np.ndarray
+    vectors: np.ndarray
+
+    def apply(self, index: FaissIndex) -> None:
+        if self.modified:
+            index.remove_memories(np.asarray(self.modified, dtype=np.int64))
+        index.add(self.keys, self.vectors)
+
+    @property
+    def memories(self) -> int:
+        return len(self.modified) + len(set((self.keys >> CHUNK_BITS).tolist()) - set(self.modified))
 
 
 class EmbeddedStorage:
@@ -64,35 +118,51 @@ class EmbeddedStorage:
         background_saves: bool = True,
         read_only: bool = False,
         progress: Progress | None = None,
+        index_mode: str = "auto",
+        hnsw_threshold: int = HNSW_THRESHOLD,
+        hnsw_params: HnswParams = HNSW_PARAMS,
+        prune_margin: int = PRUNE_MARGIN,
     ) -> None:
         """`read_only` opens an existing store without creating or writing anything, so it works on read-only
-        media: the index is built in memory when the snapshot cannot be used, and nothing is saved, moved aside or
-        cleaned up."""
+        media: the index is built in memory when the snapshot cannot be used, and nothing is saved, moved aside,
+        pruned or cleaned up."""
+        if index_mode not in ("auto", EXACT, HNSW):
+            raise ValueError(f"index mode {index_mode!r}: expected auto, exact or hnsw")
         self.paths = paths
         self.dimension = dimension
         self.model = model
-        self.read_only = read_only
         self.snapshot_every = snapshot_every
         self.snapshot_quiet_seconds = snapshot_quiet_seconds
+        self.index_mode = index_mode
+        self.hnsw_threshold = hnsw_threshold
+        self.hnsw_params = hnsw_params
+        self.prune_margin = prune_margin
+        self.read_only = read_only
         if read_only:
             _require_existing_store(paths.data_dir, paths.db_path)
         else:
             prepare_directories(paths)
         self.db = Database(paths.db_path, chunker=chunker, progress=progress, read_only=read_only)
         self.snapshots = SnapshotStore(paths.index_path, paths.manifest_path, paths.lock_path, read_only)
-        self._lock = threading.RLock()  # guards the index, _applied_seq and the counters below
+        self._rw = ReadWriteLock()  # searches read the index side by side; changes to it write
+        self._apply_lock = threading.RLock()  # one thread at a time applies changes or swaps the index
         self._save_lock = threading.Lock()  # one snapshot write at a time from this process
-        self._saved = threading.Condition(self._lock)  # notified when a save ends
+        self._saved = threading.Condition(self._apply_lock)  # notified when a save ends
         self._saving = False
         self._unsaved_changes = 0
         self._last_change = time.monotonic()
+        self._next_save_attempt = 0.0
         self.last_snapshot_error: str | None = None
         self.last_snapshot_at: float | None = None
+        self._manifest: Manifest | None = None
         self.index_state = "unknown"
         self.index = FaissIndex(dimension)
         self._applied_seq = 0
+        self._namespaces: tuple[int, float, dict[str, int]] | None = None  # (seq, monotonic time, counts)
+        self._namespaces_cost = 0.0
         self._stop = threading.Event()
         self._saver: threading.Thread | None = None
+        self._verifier: threading.Thread | None = None
         self._background_saves = background_saves
 
     # -- opening ----------------------------------------------------------------------------------------------
@@ -101,27 +171,36 @@ class EmbeddedStorage:
         self.db.claim_model(model, dimension, allow_change)
 
     def open_index(self) -> None:
-        """Load the snapshot (verified) and replay newer changes, or rebuild it; then start the saver.
+        """Map the snapshot and replay newer changes, or rebuild it; then start the saver (and the deferred check).
 
         A database SQLite's integrity check finds damaged is refused rather than served: it gives wrong or failing
         answers for some memories, and writing into it can spread the damage. The check reads the whole file, so
-        it runs on its own connection beside the snapshot load (which reads the whole index)."""
+        it runs on its own connection beside the snapshot load."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltmc-integrity") as pool:
             check = pool.submit(self.db.integrity_problems)
-            self.index, self._applied_seq = self._open_index()
+            with self._apply_lock:
+                index, seq, unsaved = self._load_or_build()
+                self._install(index, seq)
             damage = check.result()
         if damage:
+            self._discard_check(index)
             raise StorageError(
                 "serve from",
                 self.paths.db_path,
                 f"SQLite's integrity check fails ({'; '.join(damage)}); refusing to run on a damaged "
                 "database. Stop, copy the data directory and run `ltmc doctor`",
             )
+        if unsaved:  # built from SQLite: save it now, so the next start maps it
+            self._unsaved_changes = max(self._unsaved_changes, 1)
+            self.save_snapshot(raise_errors=False, force=True, convert=False)
+        self._start_check(index, seq)
         if self._background_saves and not self.read_only and self._saver is None:
             self._saver = threading.Thread(target=self._save_when_due, name="ltmc-snapshot", daemon=True)
             self._saver.start()
 
-    def _open_index(self) -> tuple[FaissIndex, int]:
+    def _load_or_build(self) -> tuple[FaissIndex, int, bool]:
+        """The snapshot with newer changes replayed, or (missing or untrusted) an index built from SQLite; the
+        change it is up to; whether it must be saved. Never saves itself: callers may hold the apply lock."""
         paths = self.paths
         try:  # left by saves killed mid-write: up to a snapshot's size each
             if not self.read_only:
@@ -130,35 +209,52 @@ class EmbeddedStorage:
             log.error("%s", exc)
         latest = self.db.max_seq()
         try:
-            index, manifest = self.snapshots.load(self.dimension, self.model, self.db.database_id)
-            if manifest.last_seq > latest:
-                raise SnapshotInvalid(f"it includes change {manifest.last_seq}, the database only {latest}")
+            index, manifest = self.snapshots.load(
+                self.dimension, self.model, self.db.database_id, check_later_above=CHECK_LATER_BYTES
+            )
+            try:
+                if manifest.last_seq > latest:
+                    raise SnapshotInvalid(f"it includes change {manifest.last_seq}, the database only {latest}")
+                if manifest.last_seq < self.db.pruned_through():
+                    raise SnapshotInvalid(
+                        f"it ends at change {manifest.last_seq}, and the change log was pruned past it "
+                        f"(through {self.db.pruned_through()})"
+                    )
+            except SnapshotInvalid:
+                self._discard_check(index)
+                raise
         except SnapshotMissing:
             log.info("no index snapshot at %s yet: building the index from %s", paths.index_path, paths.db_path)
-            return self._rebuild_and_save("created")
+            return self._rebuilt("created")
         except SnapshotInvalid as exc:
             log.warning("index snapshot %s cannot be used: %s", paths.index_path, exc)
             self._move_aside(str(exc))
-            return self._rebuild_and_save("rebuilt")
-        self.index = index
-        replayed = self._replay(manifest.last_seq, latest)
-        chunks = self.db.chunk_count()
-        if index.ntotal != chunks:
-            log.warning(
-                "index snapshot %s holds %d vectors after replay, the database %d chunks: rebuilding",
-                paths.index_path,
-                index.ntotal,
-                chunks,
-            )
-            self._move_aside("vector count does not match the database")
-            return self._rebuild_and_save("rebuilt")
+            return self._rebuilt("rebuilt")
+        changes = self._fetch(manifest.last_seq, latest)
+        changes.apply(index)
+        if index.pending_check is None:  # small snapshot: the vector count is checked now (else on the thread)
+            chunks = self.db.chunk_count()
+            if index.ntotal != chunks:
+                log.warning(
+                    "index snapshot %s holds %d vectors after replay, the database %d chunks: rebuilding",
+                    paths.index_path,
+                    index.ntotal,
+                    chunks,
+                )
+                self._move_aside("vector count does not match the database")
+                return self._rebuilt("rebuilt")
         self.index_state = "loaded"
+        self._manifest = manifest
         self.last_snapshot_at = manifest.saved_at
         log.info(
-            "loaded index snapshot %s: %d vectors, replayed %d newer changes", paths.index_path, index.ntotal, replayed
+            "loaded index snapshot %s (%s, memory-mapped): %d vectors, replayed %d newer changes",
+            paths.index_path,
+            index.kind,
+            index.ntotal,
+            changes.memories,
         )
-        self._unsaved_changes = replayed
-        return index, latest
+        self._unsaved_changes += changes.memories
+        return self._converted_if_small(index), latest, False
 
     def _move_aside(self, reason: str) -> None:
         if self.read_only:
@@ -166,71 +262,124 @@ class EmbeddedStorage:
             return
         self.snapshots.move_aside(reason)
 
-    def _rebuild_and_save(self, state: str) -> tuple[FaissIndex, int]:
+    def _rebuilt(self, state: str) -> tuple[FaissIndex, int, bool]:
         index, seq = self.build_index()
         self.index_state = state
-        self.index, self._applied_seq = index, seq
-        self.save_snapshot(raise_errors=False, force=True)
-        return index, seq
+        return self._converted_if_small(index), seq, True
+
+    def _install(self, index: FaissIndex, seq: int) -> FaissIndex:
+        """Make `index` (up to change `seq`) the live index, with every change since replayed onto it first:
+        most of them before taking the lock (the index is not live yet), the last few under it."""
+        latest = self.db.max_seq()
+        if latest > seq and self.db.pruned_through() <= seq:
+            self._fetch(seq, latest).apply(index)
+            seq = latest
+        with self._apply_lock:
+            target = max(seq, self._applied_seq)
+            self._fetch(seq, target).apply(index)
+            with self._rw.write():
+                replaced, self.index, self._applied_seq = self.index, index, target
+        return replaced  # the caller drops it, outside every lock
+
+    def _start_check(self, index: FaissIndex, seq: int) -> None:
+        """Run a mapped snapshot's deferred check (checksum, then adoption into memory) on a thread."""
+        check, index.pending_check = index.pending_check, None
+        if check is not None:
+            self._verifier = threading.Thread(
+                target=self._check_later, args=(check, seq), name="ltmc-verify", daemon=True
+            )
+            self._verifier.start()
+
+    def _converted_if_small(self, index: FaissIndex) -> FaissIndex:
+        """The index in the configured kind now, if that is quick; a large conversion is left to the saver."""
+        kind = self._target_kind(index)
+        if kind != index.kind and index.ntotal <= SYNC_HNSW_BUILD:
+            return index.compacted(kind, self.hnsw_params)
+        return index
 
     def build_index(self, progress: Progress | None = None) -> tuple[FaissIndex, int]:
-        """A fresh index from every chunk vector in the database, and the change sequence it includes."""
-        with self.db.read_transaction():  # rows and sequence from one consistent state
-            seq = self.db.max_seq()
-            total = self.db.chunk_count()
-            index = FaissIndex(self.dimension)
-            done = 0
-            for keys, vectors in self.db.iter_chunk_vectors(self.dimension):
-                index.add(keys, vectors)
-                done += len(keys)
-                if progress:
-                    progress(done, total)
+        """A fresh exact index from every chunk vector in the database, and the change sequence it includes."""
+        # Its own connection: the read transaction (rows and sequence from one consistent state) lasts minutes at
+        # a million memories, and must not hold the shared connection that every search and store goes through.
+        reader = Database(self.paths.db_path, read_only=self.read_only)
+        try:
+            with reader.read_transaction():
+                seq = reader.max_seq()
+                total = reader.chunk_count()
+
+                def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    done = 0
+                    for keys, vectors in reader.iter_chunk_vectors(self.dimension):
+                        yield keys, vectors
+                        done += len(keys)
+                        if progress:
+                            progress(done, total)
+
+                index = FaissIndex.exact_from(self.dimension, total, batches())
+        finally:
+            reader.close()
         log.info("built the index from %s: %d vectors", self.db.path, index.ntotal)
         return index, seq
 
+    def _target_kind(self, index: FaissIndex) -> str:
+        if self.index_mode != "auto":
+            return self.index_mode
+        live = index.ntotal
+        if index.kind == HNSW:
+            return HNSW if live >= self.hnsw_threshold // 2 else EXACT
+        return HNSW if live >= self.hnsw_threshold else EXACT
+
     # -- keeping the index current ------------------------------------------------------------------------------
 
-    def _replay(self, after_seq: int, up_to_seq: int) -> int:
-        """Apply every change in (after_seq, up_to_seq] to the index; returns how many memories changed."""
+    def _fetch(self, after_seq: int, up_to_seq: int) -> _Changes:
+        """The changes in (after_seq, up_to_seq] with the current vectors of every memory they touch."""
         if up_to_seq <= after_seq:
-            return 0
+            return _Changes([], np.zeros(0, dtype=np.int64), np.zeros((0, self.dimension), dtype=np.float32))
         added, modified = self.db.changed_ids(after_seq, up_to_seq)
-        if modified:  # removal scans the whole index: only pay for it when something was updated or deleted
-            existing = self.index.ids()
-            stale = existing[np.isin(memory_of(existing), np.asarray(modified, dtype=np.int64))]
-            self.index.remove(stale)
         keys, vectors = self.db.chunk_vectors_for(added + modified, self.dimension)
-        self.index.add(keys, vectors)
-        return len(added) + len(modified)
+        return _Changes(modified, keys, vectors)
 
     def catch_up(self) -> None:
         """Bring the index up to date with every committed change, ours or another process's."""
-        with self._lock:
+        if self.db.max_seq() == self._applied_seq:
+            return
+        with self._apply_lock:
             latest = self.db.max_seq()
-            if latest == self._applied_seq:
+            applied = self._applied_seq
+            if latest == applied:
                 return
-            if latest < self._applied_seq:  # the database was replaced under us
-                log.warning(
-                    "the database's change log went backwards (%d < %d): rebuilding the index",
-                    latest,
-                    self._applied_seq,
-                )
-                self.index, self._applied_seq = self.build_index()
-                self._unsaved_changes += 1
+            if latest < applied or self.db.pruned_through() > applied:
+                self._reload(latest, applied)
                 return
-            changed = self._replay(self._applied_seq, latest)
-            self._applied_seq = latest
-            self._unsaved_changes += changed
+            changes = self._fetch(applied, latest)  # SQLite reads: outside the index lock
+            with self._rw.write():
+                changes.apply(self.index)
+                self._applied_seq = latest
+            self._unsaved_changes += changes.memories
             self._last_change = time.monotonic()
+
+    def _reload(self, latest: int, applied: int) -> None:
+        """The change log cannot bring this index up to date (replaced database, or pruned past it)."""
+        log.warning(
+            "the index is at change %d and the change log cannot replay from there (latest %d, pruned through %d):"
+            " reloading the index",
+            applied,
+            latest,
+            self.db.pruned_through(),
+        )
+        index, seq, _ = self._load_or_build()
+        with self._rw.write():
+            self.index, self._applied_seq = index, seq
+        self._start_check(index, seq)
+        self._unsaved_changes += 1  # the saver (or close) writes it
 
     # -- the Storage protocol -------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[SqliteTransaction]:
-        with self._lock:
-            with self.db.transaction() as tx:
-                yield tx
-            self.catch_up()
+        with self.db.transaction() as tx:
+            yield tx
+        self.catch_up()
 
     def get(self, memory_id: int) -> Memory | None:
         return self.db.get(memory_id)
@@ -248,16 +397,24 @@ class EmbeddedStorage:
         return self.db.count()
 
     def counts_by_namespace(self) -> dict[str, int]:
-        return self.db.counts_by_namespace()
+        """Cached: recomputed when something changed, and on a large store at most every few seconds (a GROUP BY
+        over a million rows takes a tenth of a second)."""
+        cached, seq, now = self._namespaces, self._applied_seq, time.monotonic()
+        if cached is not None and (cached[0] == seq or now - cached[1] < 50 * self._namespaces_cost):
+            return dict(cached[2])
+        started = time.monotonic()
+        counts = self.db.counts_by_namespace()
+        self._namespaces_cost = min(time.monotonic() - started, 0.2)
+        self._namespaces = (seq, now, counts)
+        return dict(counts)
 
     def iter_stored(self, batch: int = 1000) -> Iterator[StoredMemory]:
         return self.db.iter_stored(self.dimension, batch)
 
     def vector_search(self, vector: np.ndarray, k: int, where: Filter) -> list[VectorHit]:
-        with self._lock:
-            self.catch_up()
-            allowed = None if where.is_empty else self.db.filter_chunk_keys(where)
-            best = self._best_chunk_per_memory(vector, k, allowed)
+        self.catch_up()
+        best = self._search(vector, k) if where.is_empty else self._filtered_search(vector, k, where)
+        assert best is not None
         spans = self.db.chunk_spans([key for key, _ in best])
         return [
             VectorHit(key >> CHUNK_BITS, score, *spans[key])
@@ -265,18 +422,45 @@ class EmbeddedStorage:
             if key in spans  # deleted by another process since the search
         ]
 
-    def _best_chunk_per_memory(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
-        """(chunk key, similarity) of the best chunk of each of the k best memories."""
-        available = self.index.ntotal if allowed is None else len(allowed)
-        fetch = k * CHUNK_OVERFETCH
+    def _search(
+        self, vector: np.ndarray, k: int, keep: Callable[[list[int]], set[int]] | None = None
+    ) -> list[tuple[int, float]] | None:
+        """(chunk key, similarity) of the best chunk of each of the k best memories, among those `keep` accepts
+        (a post-filter). Over-fetches chunks until k memories pass, then falls back to an exact scan."""
+        fetch = k * CHUNK_OVERFETCH * (4 if keep else 1)
+        exact = False
         while True:
-            ranked = self.index.search(vector, min(fetch, available), allowed)
+            with self._rw.read():
+                index = self.index
+                available = index.ntotal
+                ranked = index.search(vector, min(fetch, available), exact=exact, ef_search=self.hnsw_params.ef_search)
             best: dict[int, tuple[int, float]] = {}
             for key, score in ranked:  # best first: the first chunk seen of a memory is its best
                 best.setdefault(key >> CHUNK_BITS, (key, score))
-            if len(best) >= k or fetch >= available:
+            if keep is not None:
+                passed = keep(list(best))
+                best = {memory_id: hit for memory_id, hit in best.items() if memory_id in passed}
+            if len(best) >= k:
                 return list(best.values())[:k]
-            fetch *= 4
+            if keep is not None and fetch >= MAX_POSTFILTER_FETCH:
+                return None  # the matches are far from the query: the caller scans all of them exactly
+            if fetch < available:
+                fetch *= 4
+            elif exact or index.kind == EXACT:
+                return list(best.values())  # every live vector was ranked: fewer than k memories exist
+            else:
+                exact = True  # an approximate search came back short (dead nodes, small graph): scan
+
+    def _filtered_search(self, vector: np.ndarray, k: int, where: Filter) -> list[tuple[int, float]]:
+        """The planner: an exact search over just the matching memories when they are few; otherwise an
+        unfiltered search whose hits are kept only if they match (one SQL query per round)."""
+        if self.db.count_matching(where, EXACT_SUBSET_LIMIT + 1) > EXACT_SUBSET_LIMIT:
+            found = self._search(vector, k, keep=lambda candidates: self.db.matching_among(candidates, where))
+            if found is not None:
+                return found
+        ids = self.db.matching_ids(where)
+        with self._rw.read():
+            return self.index.search_memories(vector, k, ids)
 
     def best_chunks(self, vector: np.ndarray, memory_ids: Sequence[int]) -> dict[int, VectorHit]:
         """The best chunk of each given memory (for hits the keyword leg found and the vector leg did not)."""
@@ -300,21 +484,21 @@ class EmbeddedStorage:
         return self.db.keyword_search(terms, k, where)
 
     def health(self) -> BackendHealth:
-        with self._lock:
-            self.catch_up()
-            vectors, applied, unsaved = self.index.ntotal, self._applied_seq, self._unsaved_changes
-        manifest = None
-        try:
-            manifest = self.snapshots.read_manifest()
-        except SnapshotInvalid as exc:
-            log.warning("%s", exc)
+        """From cached counters: no catch-up and no full-table query (it is polled)."""
+        index, applied, unsaved = self.index, self._applied_seq, self._unsaved_changes
+        manifest = self._manifest
+        with contextlib.suppress(SnapshotInvalid):  # another process may have saved a newer one
+            manifest = self.snapshots.read_manifest() or manifest
         return BackendHealth(
             backend=self.name,
             location=str(self.paths.db_path),
-            memories=self.db.count(),
+            memories=index.live_memories,
             index={
                 "state": self.index_state,
-                "vectors": vectors,
+                "kind": index.kind,
+                "vectors": index.ntotal,
+                "delta_vectors": index.delta_size,
+                "dead_vectors": index.dead,
                 "applied_change": applied,
                 "unsaved_changes": unsaved,
                 "snapshot_path": str(self.paths.index_path),
@@ -331,33 +515,44 @@ class EmbeddedStorage:
     def flush(self) -> None:
         self.save_snapshot()
 
-    def save_snapshot(self, raise_errors: bool = True, force: bool = False) -> bool:
-        """Write the index snapshot if anything changed since the last one (or `force`). Returns whether it wrote.
+    def save_snapshot(self, raise_errors: bool = True, force: bool = False, convert: bool = True) -> bool:
+        """Fold the delta into a new base and write it as the snapshot, if anything changed since the last one
+        (or `force`, or the index should change kind and `convert`). Returns whether it wrote.
 
-        The changes a save covers leave the unsaved count when the save starts (and come back if it fails), so
-        nobody sees a manifest on disk that holds changes the count still calls unsaved."""
+        Only a copy of the delta and the tombstones is taken under the lock; the new base is built and streamed
+        to disk outside it (one extra copy of the index at the peak), then its mapping is swapped in and the
+        changes made meanwhile are replayed onto it. The changes a save covers leave the unsaved count when it
+        starts (and come back if it fails), so nobody sees a manifest on disk that holds changes the count still
+        calls unsaved."""
         if self.read_only:
             return False
         with self._save_lock:
-            with self._lock:
-                if self._unsaved_changes == 0 and not force:
+            with self._apply_lock:
+                index = self.index
+                kind = self._target_kind(index) if convert else index.kind
+                pending = self._unsaved_changes
+                if pending == 0 and not force and kind == index.kind:
                     return False
-                # Clone under the lock (fast), serialize outside it: at 1M vectors serializing took 7 s, and
-                # every store and search waited for it.
-                copy = self.index.clone()
-                count, seq, pending = self.index.ntotal, self._applied_seq, self._unsaved_changes
+                with self._rw.read():
+                    frozen = index.freeze()
+                seq = self._applied_seq
                 self._unsaved_changes -= pending
                 self._saving = True
             try:
-                data = copy.serialize()
-                del copy
-                manifest = self.snapshots.save(data, count, self.dimension, self.model, seq, self.db.database_id)
+                compacted = frozen.compacted(kind, self.hnsw_params)
+                del frozen
+                manifest = self.snapshots.save(
+                    compacted, compacted.ntotal, self.dimension, self.model, seq, self.db.database_id
+                )
             except BaseException as exc:
-                with self._lock:
+                with self._saved:
                     self._unsaved_changes += pending
+                    self._saving = False
+                    self._saved.notify_all()
                 if not isinstance(exc, StorageError):
                     raise
                 self.last_snapshot_error = str(exc)
+                self._next_save_attempt = time.monotonic() + RETRY_SAVE_SECONDS
                 log.error(
                     "index snapshot not saved: %s (memories are safe in %s; the index will be rebuilt from it)",
                     exc,
@@ -366,15 +561,29 @@ class EmbeddedStorage:
                 if raise_errors:
                     raise
                 return False
+            del index
+            try:
+                replaced = self._install(compacted, seq)  # and the changes made meanwhile
             finally:
                 with self._saved:
                     self._saving = False
                     self._saved.notify_all()
+            replaced.release()  # gives its memory back in slices: freeing it at once stalls every thread
+            del replaced
             self.last_snapshot_error = None
-            if manifest is not None:
-                self.last_snapshot_at = manifest.saved_at
-                log.info("saved index snapshot %s: %d vectors up to change %d", self.paths.index_path, count, seq)
-            return manifest is not None
+            if manifest is None:
+                return False
+            self._manifest = manifest
+            self.last_snapshot_at = manifest.saved_at
+            log.info(
+                "saved index snapshot %s (%s): %d vectors up to change %d",
+                self.paths.index_path,
+                compacted.kind,
+                compacted.ntotal,
+                seq,
+            )
+            self._prune(manifest.last_seq)
+            return True
 
     def wait_until_saved(self, timeout: float) -> bool:
         """Wait until every change applied so far is in a snapshot on disk and no save is under way (True), or
@@ -382,32 +591,82 @@ class EmbeddedStorage:
         with self._saved:
             return self._saved.wait_for(lambda: self._unsaved_changes == 0 and not self._saving, timeout)
 
+    def _prune(self, snapshot_seq: int) -> None:
+        try:
+            pruned = self.db.prune_changes(snapshot_seq - self.prune_margin)
+        except StorageError as exc:  # the change log only grows: nothing is lost
+            log.warning("change log not pruned: %s", exc)
+            return
+        if pruned:
+            log.info("pruned %d change-log rows below change %d", pruned, snapshot_seq - self.prune_margin + 1)
+
+    def _check_later(self, check: Callable[[], Any], seq: int) -> None:
+        """Background thread after a restart from a large snapshot: its checksum, then its vector count."""
+        try:
+            owned = check()
+            with self._rw.write():
+                adopted = self.index.adopt(owned)
+            del owned
+            log.info("index snapshot %s: checksum verified%s", self.paths.index_path, ", now in memory" * adopted)
+            with self._apply_lock:
+                same = self._applied_seq == seq
+            chunks = self.db.chunk_count() if same else None
+            with self._apply_lock:
+                if chunks is not None and self._applied_seq == seq and self.index.ntotal != chunks:
+                    raise SnapshotInvalid(f"{self.index.ntotal} vectors after replay, the database {chunks} chunks")
+        except SnapshotInvalid as exc:
+            log.warning("index snapshot %s failed its check after loading: %s: rebuilding", self.paths.index_path, exc)
+            self._move_aside(str(exc))
+            index, seq = self.build_index()
+            self.index_state = "rebuilt"
+            self._install(self._converted_if_small(index), seq)
+            self._unsaved_changes += 1
+            self.save_snapshot(raise_errors=False, force=True, convert=False)
+        except Exception:  # the checker must never take the server down; the error is logged
+            log.exception("unexpected error while checking the index snapshot")
+
+    @staticmethod
+    def _discard_check(index: FaissIndex) -> None:
+        """Close the file a deferred check holds open, when the index is dropped or already trusted."""
+        check, index.pending_check = index.pending_check, None
+        if check is not None:
+            closer = getattr(check, "close", None)
+            if closer is not None:
+                closer()
+
     def _save_when_due(self) -> None:
-        """Background thread: save after `snapshot_every` changes, or once changes have been quiet a while."""
+        """Background thread: save after `snapshot_every` changes (more on a large index), once changes have been
+        quiet a while, or when the index should change kind (exact <-> HNSW)."""
         while not self._stop.wait(0.25):
-            with self._lock:
-                pending = self._unsaved_changes
-                quiet = time.monotonic() - self._last_change
+            if time.monotonic() < self._next_save_attempt:
+                continue
+            index = self.index
+            pending = self._unsaved_changes
+            quiet = time.monotonic() - self._last_change
             # A save rewrites the whole snapshot: on a large index, save after proportionally more changes
             # (replaying them from the change log at start-up stays cheap).
-            every = max(self.snapshot_every, self.index.ntotal // 100)
-            if pending and (pending >= every or quiet >= self.snapshot_quiet_seconds):
+            every = max(self.snapshot_every, index.ntotal // 100)
+            convert = self._target_kind(index) != index.kind
+            if convert or (pending and (pending >= every or quiet >= self.snapshot_quiet_seconds)):
                 try:
                     self.save_snapshot(raise_errors=False)
                 except Exception:  # the saver must never die; the error is logged
+                    self._next_save_attempt = time.monotonic() + RETRY_SAVE_SECONDS
                     log.exception("unexpected error while saving the index snapshot")
 
     def close(self) -> None:
-        """Stop the background saver, save a final snapshot, close the database. Safe to call twice."""
+        """Stop the background threads, save a final snapshot, close the database. Safe to call twice."""
         if self._stop.is_set():
             return
         self._stop.set()
-        if self._saver is not None:
-            self._saver.join(timeout=30)
-            if self._saver.is_alive():  # still writing a snapshot: closing the database under it would crash it
+        for thread in (self._saver, self._verifier):
+            if thread is None:
+                continue
+            thread.join(timeout=30)
+            if thread.is_alive():  # still writing a snapshot: closing the database under it would crash it
                 log.warning("the snapshot writer did not finish within 30 s; leaving %s open", self.paths.db_path)
                 return
-        self.save_snapshot(raise_errors=False)
+        self.save_snapshot(raise_errors=False, convert=False)
         self.db.close()
 
 

@@ -1,9 +1,9 @@
-"""The FAISS index: add / search / remove, atomic snapshot save, verified load.
+"""Index snapshots: atomic streamed save, verified memory-mapped load.
 
-The index is a derived cache of the vectors stored in SQLite, keyed by the SQLite row id. A snapshot is
-two files: the serialized index and a JSON manifest beside it (count, dimension, model, the last change
-sequence it contains, and a SHA-256 of the index bytes). faiss itself loads a file with a flipped byte
-silently, so the checksum is what catches corruption.
+The index (ltms.vector_store.chunk_index.FaissIndex) is a derived cache of the chunk vectors stored in SQLite. A
+snapshot is two files: the index file and a JSON manifest beside it (count, dimension, model, the last change
+sequence it contains, the database it was built from, and a SHA-256 of the index file). faiss itself loads a file
+with a flipped byte silently, so the checksum is what catches corruption.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import faiss
 import numpy as np
 
 from ltms.errors import StorageError
-from ltms.fsutil import atomic_write_bytes
+from ltms.fsutil import atomic_write_bytes, atomic_writer
+from ltms.vector_store.chunk_index import FaissIndex, SnapshotFormatError, read_faiss, read_snapshot
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 2  # 2: keys are chunk keys (memory id << 16 | ordinal), no longer memory ids
+MANIFEST_FORMAT = 3  # 2: chunk keys (memory id << 16 | ordinal); 3: base + keys + tombstones (chunk_index.py)
 
 
 class SnapshotMissing(Exception):
@@ -38,66 +38,6 @@ class SnapshotMissing(Exception):
 
 class SnapshotInvalid(Exception):
     """A snapshot exists but cannot be trusted: truncated, corrupt, or built for another model."""
-
-
-class FaissIndex:
-    """Exact inner-product search over unit vectors, with explicit int64 ids equal to SQLite row ids."""
-
-    def __init__(self, dimension: int, index: faiss.IndexIDMap | None = None) -> None:
-        self.dimension = dimension
-        # IndexIDMap, not IndexIDMap2: we never reconstruct by id, and IndexIDMap2 rebuilds a hash map of every
-        # id on each removal (measured 9 ms vs 1.5 ms per remove_ids at 200k vectors).
-        self._index = index if index is not None else faiss.IndexIDMap(faiss.IndexFlatIP(dimension))
-
-    @property
-    def ntotal(self) -> int:
-        return int(self._index.ntotal)
-
-    def ids(self) -> np.ndarray:
-        """Every id in the index (a copy)."""
-        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
-
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if len(ids):
-            self._index.add_with_ids(_as_matrix(vectors, self.dimension), np.asarray(ids, dtype=np.int64))
-
-    def remove(self, ids: np.ndarray) -> int:
-        if not len(ids):
-            return 0
-        return int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))
-
-    def search(self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """The k best (id, score) pairs; with `allowed_ids`, only those ids compete for the k places."""
-        if self.ntotal == 0 or k <= 0:
-            return []
-        params = None
-        if allowed_ids is not None:
-            if not len(allowed_ids):
-                return []
-            k = min(k, len(allowed_ids))
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64)))
-        scores, ids = self._index.search(_as_matrix(query, self.dimension), min(k, self.ntotal), params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
-
-    def serialize(self) -> np.ndarray:
-        return faiss.serialize_index(self._index)
-
-    def clone(self) -> FaissIndex:
-        """An independent copy: a snapshot can be written from it while this index keeps changing."""
-        return FaissIndex(self.dimension, faiss.clone_index(self._index))
-
-    @classmethod
-    def read(cls, path: Path, dimension: int) -> FaissIndex:
-        """Read an index file straight into memory (one copy, no intermediate buffer)."""
-        try:
-            index = faiss.read_index(str(path))  # returns the concrete class; no downcast needed
-        except RuntimeError as exc:
-            raise SnapshotInvalid(f"faiss cannot read it: {exc}") from exc
-        if not isinstance(index, faiss.IndexIDMap):
-            raise SnapshotInvalid(f"unexpected index type {type(index).__name__}")
-        if index.d != dimension:
-            raise SnapshotInvalid(f"dimension {index.d}, expected {dimension}")
-        return cls(dimension, index)
 
 
 @dataclass(frozen=True)
@@ -175,13 +115,22 @@ class SnapshotStore:
             raise SnapshotInvalid(f"unreadable manifest {self.manifest_path}: {exc}") from exc
 
     def save(
-        self, data: np.ndarray, count: int, dimension: int, model: str, last_seq: int, database_id: str = ""
+        self,
+        data: np.ndarray | bytes | FaissIndex,
+        count: int,
+        dimension: int,
+        model: str,
+        last_seq: int,
+        database_id: str = "",
     ) -> Manifest | None:
-        """Write the index bytes and then the manifest, each atomically. Returns None when skipped because
-        the snapshot on disk (written by another process) already contains everything this one does.
+        """Write the index file and then the manifest, each atomically. `data` is the file's bytes, or a compacted
+        FaissIndex streamed straight into the temp file (hashed on the way: no serialized copy in memory). Returns
+        None when skipped because the snapshot on disk (written by another process) already contains everything
+        this one does.
 
-        The two files cannot be replaced in one step, so the manifest announces the new index first (`pending`):
-        whichever index file a kill leaves behind, old or new, matches the manifest beside it."""
+        The two files cannot be replaced in one step, so the manifest announces the new index (`pending`) after
+        its bytes are written and before they replace the old ones: whichever index file a kill leaves behind,
+        old or new, matches the manifest beside it."""
         with self._locked(exclusive=True):
             try:
                 current = self.read_manifest()
@@ -196,27 +145,39 @@ class SnapshotStore:
                 and self.index_path.exists()
             ):
                 return None
-            view = memoryview(data)
-            manifest = Manifest(
-                format=MANIFEST_FORMAT,
-                count=count,
-                dimension=dimension,
-                model=model,
-                last_seq=last_seq,
-                sha256=hashlib.sha256(view).hexdigest(),
-                size=len(view),
-                saved_at=time.time(),
-                database_id=database_id,
-            )
-            if current is not None and self.index_path.exists():
-                announced = replace(current, pending=asdict(manifest))
-                atomic_write_bytes(self.manifest_path, json.dumps(asdict(announced), indent=1).encode())
-            atomic_write_bytes(self.index_path, view)
+            with atomic_writer(self.index_path) as handle:
+                out = _HashingWriter(handle)
+                if isinstance(data, FaissIndex):
+                    data.write_to(out)
+                else:
+                    out.write(memoryview(data))
+                manifest = Manifest(
+                    format=MANIFEST_FORMAT,
+                    count=count,
+                    dimension=dimension,
+                    model=model,
+                    last_seq=last_seq,
+                    sha256=out.digest.hexdigest(),
+                    size=out.size,
+                    saved_at=time.time(),
+                    database_id=database_id,
+                )
+                if current is not None and self.index_path.exists():
+                    announced = replace(current, pending=asdict(manifest))
+                    atomic_write_bytes(self.manifest_path, json.dumps(asdict(announced), indent=1).encode())
             atomic_write_bytes(self.manifest_path, json.dumps(asdict(manifest), indent=1).encode())
             return manifest
 
-    def load(self, dimension: int, model: str, database_id: str = "") -> tuple[FaissIndex, Manifest]:  # noqa: C901 (being rewritten on another branch; refactor there)
-        """Load and verify the snapshot. Raises SnapshotMissing or SnapshotInvalid (with the reason)."""
+    def load(
+        self, dimension: int, model: str, database_id: str = "", *, check_later_above: int | None = None
+    ) -> tuple[FaissIndex, Manifest]:
+        """Load and verify the snapshot. Raises SnapshotMissing or SnapshotInvalid (with the reason).
+
+        A file larger than `check_later_above` bytes is memory-mapped, not read, and checked at once only for the
+        bounds faiss relies on: reading and hashing 1.5 GB (1M memories) would delay a restart by seconds. The
+        caller must soon run `index.pending_check` on another thread: it hashes the file and returns an in-memory
+        copy of its faiss index to adopt (`FaissIndex.adopt`), so that the server stops depending on the mapped
+        file, which someone could truncate in place; it raises SnapshotInvalid on a checksum mismatch."""
         with self._locked(exclusive=False):
             if not self.index_path.exists():
                 if self.manifest_path.exists():
@@ -227,30 +188,55 @@ class SnapshotStore:
                 raise SnapshotInvalid("the index file has no manifest beside it")
             _check_fits(manifest, dimension, model, database_id)
             try:
-                size, digest = _file_digest(self.index_path)
+                fd = os.open(self.index_path, os.O_RDONLY)
             except OSError as exc:
                 raise SnapshotInvalid(f"cannot read {self.index_path}: {exc}") from exc
-            if (size, digest) != (manifest.size, manifest.sha256) and manifest.pending:
-                try:
-                    written = Manifest.from_dict(manifest.pending)
-                except (TypeError, ValueError, AttributeError) as exc:
-                    raise SnapshotInvalid(f"unreadable pending entry in {self.manifest_path}: {exc}") from exc
-                if (size, digest) == (written.size, written.sha256):
-                    log.info(
-                        "index snapshot %s: the last save stopped after writing the index, before its "
-                        "manifest; the index it wrote is complete and is used",
-                        self.index_path,
-                    )
-                    _check_fits(written, dimension, model, database_id)
-                    manifest = written
-            if size != manifest.size:
-                raise SnapshotInvalid(f"size {size} bytes, manifest says {manifest.size} (truncated?)")
-            if digest != manifest.sha256:
-                raise SnapshotInvalid("checksum mismatch: the index file is corrupt")
-            # Only bytes that passed the checksum reach faiss, which may abort rather than raise on some damage.
-            index = FaissIndex.read(self.index_path, dimension)
+            try:
+                index, manifest = self._verified(fd, manifest, dimension, model, database_id, check_later_above)
+            except BaseException:
+                os.close(fd)
+                raise
+        if index.pending_check is None:
+            os.close(fd)
         if index.ntotal != manifest.count:
             raise SnapshotInvalid(f"{index.ntotal} vectors, manifest says {manifest.count}")
+        return index, manifest
+
+    def _verified(
+        self, fd: int, manifest: Manifest, dimension: int, model: str, database_id: str, check_later_above: int | None
+    ) -> tuple[FaissIndex, Manifest]:
+        size = os.fstat(fd).st_size
+        pending = None
+        if manifest.pending:
+            try:
+                pending = Manifest.from_dict(manifest.pending)
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise SnapshotInvalid(f"unreadable pending entry in {self.manifest_path}: {exc}") from exc
+        sizes = [m.size for m in (manifest, pending) if m is not None]
+        later = check_later_above is not None and size > check_later_above and sizes.count(size) == 1
+        digest = None if later else _fd_digest(fd, self.index_path)
+
+        def matches(candidate: Manifest) -> bool:
+            return size == candidate.size and digest in (None, candidate.sha256)
+
+        if pending is not None and not matches(manifest) and matches(pending):
+            log.info(
+                "index snapshot %s: the last save stopped after writing the index, before its manifest; "
+                "the index it wrote is complete and is used",
+                self.index_path,
+            )
+            _check_fits(pending, dimension, model, database_id)
+            manifest = pending
+        if size != manifest.size:
+            raise SnapshotInvalid(f"size {size} bytes, manifest says {manifest.size} (truncated?)")
+        if digest is not None and digest != manifest.sha256:
+            raise SnapshotInvalid("checksum mismatch: the index file is corrupt")
+        try:
+            index = read_snapshot(fd, dimension, mapped=later)
+        except SnapshotFormatError as exc:
+            raise SnapshotInvalid(str(exc)) from exc
+        if later:
+            index.pending_check = _DeferredCheck(fd, self.index_path, manifest.sha256)
         return index, manifest
 
     def move_aside(self, reason: str) -> list[tuple[Path, Path]]:
@@ -306,11 +292,85 @@ class SnapshotStore:
             os.close(fd)  # closing releases the lock
 
 
-def _file_digest(path: Path) -> tuple[int, str]:
-    """(size, SHA-256) of a file, read in chunks: never a second whole copy in memory."""
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        return os.fstat(handle.fileno()).st_size, digest
+def _fd_digest(fd: int, path: Path) -> str:
+    """SHA-256 of an open file, read in chunks with pread (hashlib releases the GIL): never a whole copy."""
+    digest = hashlib.sha256()
+    offset = 0
+    try:
+        while chunk := os.pread(fd, 1 << 22, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+    except OSError as exc:
+        raise SnapshotInvalid(f"cannot read {path}: {exc}") from exc
+    return digest.hexdigest()
+
+
+class _DeferredCheck:
+    """Run once on another thread after a mapped load: hashes the very file that was mapped (its fd) while faiss
+    reads it into memory, and returns that in-memory copy; raises SnapshotInvalid on a checksum mismatch.
+    `close` it instead when the index is dropped unchecked."""
+
+    def __init__(self, fd: int, path: Path, sha256: str) -> None:
+        self.fd: int | None = fd
+        self.path = path
+        self.sha256 = sha256
+
+    def __call__(self) -> Any:
+        fd = self.fd
+        if fd is None:
+            raise SnapshotInvalid("the deferred check already ran")
+        digest = hashlib.sha256()
+        offset = 0
+
+        def read(size: int) -> bytes:
+            nonlocal offset
+            chunk = os.pread(fd, size, offset)
+            offset += len(chunk)
+            digest.update(chunk)
+            return chunk
+
+        try:
+            owned = read_faiss(read)
+            while read(1 << 22):  # the keys, order and tombstones after the faiss part
+                pass
+        except (OSError, SnapshotFormatError) as exc:
+            raise SnapshotInvalid(f"cannot read {self.path}: {exc}") from exc
+        finally:
+            self.close()
+        if digest.hexdigest() != self.sha256:
+            raise SnapshotInvalid("checksum mismatch: the index file is corrupt")
+        return owned
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class _HashingWriter:
+    """Passes writes through to a file while feeding SHA-256 and counting bytes. Syncs every SYNC_EVERY bytes: a
+    gigabyte of dirty pages flushed at once would stall every SQLite commit on the same disk (ext4 orders a journal
+    commit after the data of newly allocated blocks)."""
+
+    SYNC_EVERY = 64 * 2**20
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self._unsynced = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.handle.write(view)
+        self.digest.update(view)
+        self.size += len(view)
+        self._unsynced += len(view)
+        if self._unsynced >= self.SYNC_EVERY:
+            self.handle.flush()
+            os.fdatasync(self.handle.fileno())
+            self._unsynced = 0
+        return len(view)
 
 
 def _check_fits(manifest: Manifest, dimension: int, model: str, database_id: str) -> None:
@@ -330,8 +390,3 @@ def _check_fits(manifest: Manifest, dimension: int, model: str, database_id: str
         raise SnapshotInvalid(
             f"it was built from another database (id {manifest.database_id}; this one is {database_id})"
         )
-
-
-def _as_matrix(vectors: np.ndarray, dimension: int) -> np.ndarray:
-    matrix = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dimension)
-    return matrix
