@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import hash_env, hash_settings
 
 from ltms.service import MemoryService
 from ltms.storage import embedded
+from tests.helpers import child_env, close_pipes, hash_settings
 
 TOPICS = ["database", "network", "kitchen", "garden", "invoice", "rocket"]
 
@@ -179,7 +179,7 @@ def test_a_process_idle_through_a_prune_still_catches_up(tmp_path: Path, snapsho
     service.close()
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD],
-        env=hash_env(data),
+        env=child_env(data),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -202,6 +202,8 @@ def test_a_process_idle_through_a_prune_still_catches_up(tmp_path: Path, snapsho
     finally:
         if child.poll() is None:
             child.kill()
+            child.wait()
+        close_pipes(child)
     result = json.loads(out.strip().splitlines()[-1])
     assert result["found"] == {str(memory_id): memory_id for memory_id in texts}, err
     assert result["vectors"] == len(texts)
@@ -230,7 +232,7 @@ def test_kill_9_during_saves_and_prunes_loses_nothing_acknowledged(tmp_path: Pat
     data = tmp_path / "data"
     acked: dict[int, str] = {}
     for trial in range(4):
-        env = hash_env(data, LTMC_INDEX="hnsw" if trial % 2 else "exact")
+        env = child_env(data, LTMC_INDEX="hnsw" if trial % 2 else "exact")
         child = subprocess.Popen(
             [sys.executable, "-c", KILLED_CHILD, str(trial)],
             env=env,
@@ -247,6 +249,7 @@ def test_kill_9_during_saves_and_prunes_loses_nothing_acknowledged(tmp_path: Pat
         finally:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
+            close_pipes(child)
         with MemoryService(hash_settings(data), background_saves=False) as restarted:
             assert restarted.storage.index.ntotal == restarted.storage.db.chunk_count()
             for memory_id, text in acked.items():
