@@ -100,3 +100,68 @@ def test_export_import_round_trip_sqlite_to_postgres_and_back(tmp_path: Path, da
     # importing the same file into postgres again adds nothing
     twice = ltmc_here("import", str(from_postgres), data_dir=pg_side, cwd=tmp_path, env=pg_env(pg_url))
     assert f"imported 0, already present {len(MEMORIES)}" in twice.stdout, twice.stderr
+
+
+# -- doctor --------------------------------------------------------------------------------------------------
+
+
+def pg_doctor(tmp_path: Path, url: str, *extra: str, env: dict[str, str] | None = None) -> tuple[int, Any, str]:
+    """`ltmc doctor --json` on the postgres backend: (status, the report, everything printed)."""
+    result = ltmc_here(
+        "doctor", "--json", *extra, data_dir=tmp_path / "pg-side", cwd=tmp_path, env=pg_env(url) | (env or {})
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.returncode, json.loads(result.stdout), result.stdout + result.stderr
+
+
+def a_postgres_store(tmp_path: Path, data_dir: Path, url: str) -> None:
+    build_store(data_dir)
+    assert ltmc_here("migrate", "--to", url, data_dir=data_dir, cwd=tmp_path).returncode == 0
+
+
+def test_doctor_on_a_healthy_postgres_store(tmp_path: Path, data_dir: Path, pg_url: str, pg_cluster: Any) -> None:
+    a_postgres_store(tmp_path, data_dir, pg_url)
+    status, report, printed = pg_doctor(tmp_path, pg_url)
+    assert status == 0 and report["ok"] and report["problems"] == [], report
+    checks = {c["name"]: c for c in report["checks"]}
+    assert [c["status"] for c in report["checks"]] == ["ok", "ok", "ok", "ok", "ok", "info", "ok"], report["checks"]
+    assert tuple(int(p) for p in checks["pgvector"]["version"].split(".")[:2]) >= (0, 8)
+    assert "chunks_embedding_hnsw" in checks["indexes"]["detail"] and "memories_tsv" in checks["indexes"]["detail"]
+    assert checks["hnsw settings"]["settings"]["hnsw.iterative_scan"] == "relaxed_order"
+    assert (checks["counts"]["memories"], checks["model"]["stored"]) == (len(MEMORIES), checks["model"]["configured"])
+    assert pg_cluster.password not in printed
+
+    table = ltmc_here("doctor", data_dir=tmp_path / "pg-side", cwd=tmp_path, env=pg_env(pg_url))
+    assert table.returncode == 0 and "Healthy: no problems found." in table.stdout
+    assert "ltmc doctor: PostgreSQL store postgresql://postgres:***@" in table.stdout
+    assert "hnsw settings" in table.stdout and pg_cluster.password not in table.stdout + table.stderr
+
+
+def test_doctor_names_a_missing_or_invalid_index(tmp_path: Path, data_dir: Path, pg_url: str, pg_cluster: Any) -> None:
+    a_postgres_store(tmp_path, data_dir, pg_url)
+    database = pg_url.rsplit("/", 1)[1]
+    pg_cluster.execute("DROP INDEX chunks_embedding_hnsw", database)
+    pg_cluster.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'memories_tsv'::regclass", database)
+    status, report, printed = pg_doctor(tmp_path, pg_url)
+    assert status == 1 and sorted(p["code"] for p in report["problems"]) == ["index_problem", "index_problem"]
+    messages = " ".join(p["message"] for p in report["problems"])
+    assert "index chunks_embedding_hnsw is missing: CREATE INDEX chunks_embedding_hnsw" in messages
+    assert "index memories_tsv is invalid: REINDEX INDEX memories_tsv" in messages
+    assert pg_cluster.password not in printed
+
+
+def test_doctor_model_guard_on_postgres(tmp_path: Path, data_dir: Path, pg_url: str, pg_cluster: Any) -> None:
+    a_postgres_store(tmp_path, data_dir, pg_url)
+    pg_cluster.execute("UPDATE meta SET value = 'another-model' WHERE key = 'model'", pg_url.rsplit("/", 1)[1])
+    status, report, _ = pg_doctor(tmp_path, pg_url)
+    assert status == 1 and [p["code"] for p in report["problems"]] == ["model_mismatch"]
+    assert "embedded with another-model" in report["problems"][0]["message"]
+
+
+def test_doctor_on_an_unreachable_server_is_one_problem_without_the_password(tmp_path: Path) -> None:
+    from tests.helpers import free_port
+
+    url = f"postgresql://ltmc:hidden-secret-pw@127.0.0.1:{free_port()}/ltmc"
+    status, report, printed = pg_doctor(tmp_path, url)
+    assert status == 1 and [p["code"] for p in report["problems"]] == ["database_unusable"]
+    assert "hidden-secret-pw" not in printed and "***" in report["problems"][0]["message"]
