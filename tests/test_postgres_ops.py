@@ -58,6 +58,11 @@ def test_migrate_errors_are_one_line_without_the_password(tmp_path: Path, data_d
     error = one_line_error(ltmc_here("migrate", "--to", url, data_dir=data_dir, cwd=tmp_path))
     assert "password authentication failed" in error and "wrong-secret-pw" not in error and "***" in error
 
+    empty = tmp_path / "empty"
+    build_store(empty, [])
+    nothing = ltmc_here("migrate", "--to", url, data_dir=empty, cwd=tmp_path)
+    assert nothing.returncode == 0 and "holds no memories: nothing to migrate" in nothing.stdout, nothing.stderr
+
     missing = one_line_error(ltmc_here("migrate", "--to", url, data_dir=tmp_path / "none", cwd=tmp_path))
     assert "nothing to migrate" in missing and "wrong-secret-pw" not in missing
 

@@ -180,7 +180,11 @@ def run_migrate(settings: Settings, url: str) -> int:
     paths = settings.paths
     if not paths.db_path.exists():
         raise StorageError("migrate from", paths.db_path, "there is no memory store there (nothing to migrate)")
-    model, dimension = _stored_model(Database(paths.db_path, read_only=True))
+    stored = _stored_model(Database(paths.db_path, read_only=True))
+    if stored is None:  # nothing to copy: leave the target untouched rather than create tables of a guessed size
+        print(f"the store at {paths.db_path} holds no memories: nothing to migrate")
+        return 0
+    model, dimension = stored
     # No model is loaded: iter_stored carries each chunk's vector, and the index is never opened.
     source = EmbeddedStorage(paths, dimension, model, read_only=True)
     try:
@@ -196,12 +200,13 @@ def run_migrate(settings: Settings, url: str) -> int:
     return 0
 
 
-def _stored_model(db: Database) -> tuple[str, int]:
-    """The model and dimension the store's memories were embedded with (an empty store has none: any will do)."""
+def _stored_model(db: Database) -> tuple[str, int] | None:
+    """The model and dimension the store's memories were embedded with; None for a store without memories."""
     try:
         model, dimension = db.get_meta("model"), db.get_meta("dimension")
+        empty = db.count() == 0
     finally:
         db.close()
-    if model is None or dimension is None or not dimension.isdigit():
-        return "-", 1
+    if empty or model is None or dimension is None or not dimension.isdigit():
+        return None
     return model, int(dimension)
