@@ -1,4 +1,4 @@
-"""The `ltmc` command: serve, doctor, reindex, export, import, stats.
+"""The `ltmc` command: serve, doctor, reindex, export, import, migrate, stats.
 
 Errors are one clear line on stderr and a non-zero exit status.
 """
@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     import_ = commands.add_parser("import", parents=[common], help="read memories from a JSON Lines file")
     import_.add_argument("file", help="input file ('-' for stdin)")
 
+    migrate = commands.add_parser(
+        "migrate", parents=[common], help="copy every memory, embeddings included, into PostgreSQL (resumable)"
+    )
+    migrate.add_argument(
+        "--to", required=True, metavar="URL", help="the target database, e.g. postgresql://ltmc:PASSWORD@db:5432/ltmc"
+    )
+
     stats = commands.add_parser("stats", parents=[common], help="counts per namespace, index size, snapshot age")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.add_argument(
@@ -162,6 +169,10 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         from ltms.ops.transfer import run_import
 
         return run_import(settings, args.file)
+    if args.command == "migrate":
+        from ltms.ops.migrate import run_migrate
+
+        return run_migrate(settings, args.to)
     if args.command == "stats":
         from ltms.ops.stats import run_stats
 

@@ -15,10 +15,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ltms.errors import LTMCError
+from ltms.config import Settings
+from ltms.errors import LTMCError, StorageError
 from ltms.storage.base import Filter, Storage, StoredMemory
 from ltms.storage.postgres import PostgresStorage
+
+if TYPE_CHECKING:
+    from ltms.storage.db import Database
 
 Progress = Callable[[int, int], None]
 
@@ -71,11 +76,12 @@ def migrate(
     sample: int = SAMPLE,
     progress: Progress | None = None,
     seed: int = 0,
+    source_name: str | None = None,
 ) -> MigrationReport:
     """Copy every memory of `source` into `target` (see the module docstring); raise MigrationFailed when the
     check at the end finds a difference. Safe to run again after an interruption or a failure."""
     started = time.monotonic()
-    report = MigrationReport(source=_where(source), target=target.location, source_count=source.count())
+    report = MigrationReport(source=source_name or _where(source), target=target.location, source_count=source.count())
     rng = random.Random(seed)
     sampled: list[_Sampled] = []  # a reservoir
     pending: list[StoredMemory] = []
@@ -160,3 +166,47 @@ def _dimension(stored: StoredMemory, default: int) -> int:
 def _where(storage: Storage) -> str:
     location = getattr(storage, "location", None)
     return str(location) if location else storage.health().location
+
+
+# -- the command ------------------------------------------------------------------------------------------------
+
+
+def run_migrate(settings: Settings, url: str) -> int:
+    """`ltmc migrate --to URL`: the configured embedded store, opened read-only, copied into PostgreSQL at URL."""
+    from ltms.ops.progress import ProgressBar
+    from ltms.storage.db import Database
+    from ltms.storage.embedded import EmbeddedStorage
+
+    paths = settings.paths
+    if not paths.db_path.exists():
+        raise StorageError("migrate from", paths.db_path, "there is no memory store there (nothing to migrate)")
+    stored = _stored_model(Database(paths.db_path, read_only=True))
+    if stored is None:  # nothing to copy: leave the target untouched rather than create tables of a guessed size
+        print(f"the store at {paths.db_path} holds no memories: nothing to migrate")
+        return 0
+    model, dimension = stored
+    # No model is loaded: iter_stored carries each chunk's vector, and the index is never opened.
+    source = EmbeddedStorage(paths, dimension, model, read_only=True)
+    try:
+        target = PostgresStorage.open(url, dimension, pool_size=settings.database_pool_size)
+        try:
+            with ProgressBar("migrating", source.count()) as bar:
+                report = migrate(source, target, progress=bar.update, source_name=str(paths.db_path))
+        finally:
+            target.close()
+    finally:
+        source.close()
+    print("\n".join(report.lines()))
+    return 0
+
+
+def _stored_model(db: Database) -> tuple[str, int] | None:
+    """The model and dimension the store's memories were embedded with; None for a store without memories."""
+    try:
+        model, dimension = db.get_meta("model"), db.get_meta("dimension")
+        empty = db.count() == 0
+    finally:
+        db.close()
+    if empty or model is None or dimension is None or not dimension.isdigit():
+        return None
+    return model, int(dimension)

@@ -4,7 +4,9 @@ Each line: {"id", "text", "namespace", "tags", "metadata", "created_at", "update
 UTC), plus "model" and "chunks" ([{"start", "end", "embedding"}], one per token window) with --with-embeddings.
 
 Export reads the database read-only in one read transaction (a consistent copy, even while servers write, and
-it works on a data directory this user cannot write) and writes the file atomically. Import reads and validates
+it works on a data directory this user cannot write) and writes the file atomically. With LTMC_BACKEND=postgres
+it reads through the storage API instead (iter_stored on a read-only PostgresStorage; each batch is one snapshot),
+in the same format. Import reads and validates
 every line before it stores anything; a bad line is reported with its number and nothing is imported. The
 memories are then stored in one transaction through the memory service, which re-embeds them with the
 configured model (embeddings in the file are ignored) and skips texts already present in their namespace, so
@@ -22,7 +24,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -36,6 +38,9 @@ from ltms.ops.readonly import connect_readonly, refuse_writes, table_names
 from ltms.ops.text import plural
 from ltms.records import epoch_or_nan, iso_utc
 from ltms.storage.db import stored_metadata, stored_tags, unreadable_rows
+
+if TYPE_CHECKING:
+    from ltms.storage.postgres import PostgresStorage
 
 FIELDS = ("id", "text", "namespace", "tags", "metadata", "created_at", "updated_at")
 OPTIONAL_FIELDS = ("model", "chunks", "embedding", "content_hash")
@@ -60,15 +65,19 @@ def run_export(settings: Settings, file: str, with_embeddings: bool = False, for
     target = None if to_stdout else Path(file).expanduser().absolute()
     if target is not None:
         _check_target(target, settings, force)
+    remote = settings.backend == "postgres"
     try:
         with _exporting(target, overwrite=force) as out:
-            count = _write_memories(db_path, out, with_embeddings)
+            if remote:
+                count = _write_stored(settings, out, with_embeddings)
+            else:
+                count = _write_memories(db_path, out, with_embeddings)
     except BrokenPipeError:  # `ltmc export - | head`: the reader left; that is not an error worth a traceback
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     where = "stdout" if to_stdout else str(target)
-    note = "" if db_path.exists() else f" (there is no database at {db_path} yet)"
+    note = "" if remote or db_path.exists() else f" (there is no database at {db_path} yet)"
     # With '-', stdout carries the data: the summary goes to stderr.
     print(f"exported {plural(count, 'memory')} to {where}{note}", file=sys.stderr if to_stdout else sys.stdout)
     return 0
@@ -149,6 +158,48 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
             file=sys.stderr,
         )
     return count
+
+
+def _write_stored(settings: Settings, out: BinaryIO, with_embeddings: bool) -> int:
+    """Every memory of the PostgreSQL store, through a read-only PostgresStorage (no model is loaded)."""
+    storage = open_remote_readonly(settings)
+    count = 0
+    try:
+        with ProgressBar("exporting", storage.count()) as bar:
+            for stored in storage.iter_stored():
+                m = stored.memory
+                line: dict[str, Any] = {
+                    "id": m.id,
+                    "text": m.text,
+                    "namespace": m.namespace,
+                    "tags": list(m.tags),
+                    "metadata": m.metadata,
+                    "created_at": iso_micro(m.created_at),
+                    "updated_at": iso_micro(m.updated_at),
+                }
+                if with_embeddings:
+                    line["model"] = stored.model
+                    line["chunks"] = [
+                        {"start": c.start, "end": c.end, "embedding": c.vector.tolist()} for c in stored.chunks
+                    ]
+                out.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
+                count += 1
+                bar.update(count)
+    finally:
+        storage.close()
+    return count
+
+
+def open_remote_readonly(settings: Settings) -> PostgresStorage:
+    """The configured PostgreSQL store, read-only, at the dimension its memories have (whatever the model)."""
+    from ltms.storage.pg_schema import DimensionMismatch
+    from ltms.storage.postgres import PostgresStorage
+
+    url, size = settings.database_url or "", settings.database_pool_size
+    try:
+        return PostgresStorage.open(url, make_embedder(settings.embedder).dimension, pool_size=size, read_only=True)
+    except DimensionMismatch as exc:  # export copies what is stored; the configured model plays no part
+        return PostgresStorage.open(url, int(exc.stored), pool_size=size, read_only=True)
 
 
 def _chunk_vectors(conn: sqlite3.Connection, ids: list[int], chunked: bool) -> dict[int, list[dict[str, Any]]]:

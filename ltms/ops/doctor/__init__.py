@@ -12,6 +12,9 @@ from SQLite, unreadable rows are moved to the quarantine table, and group/other 
 data directory. The only files removed are temp files of snapshot saves that were killed (partial copies, never
 read). A second run finds nothing to fix and changes nothing.
 
+With LTMC_BACKEND=postgres the checks are the server's instead (postgres.py): reachable, pgvector, indexes,
+HNSW settings, counts and the model guard, read-only, with nothing for --fix to repair.
+
 Where things are: report.py (Problem, Check, Fixed, Report, Fix and the text rendering), diagnosis.py (diagnose: the
 checks in order; a problem that blocks a rebuild holds the index rebuild back), one module per check with the fix
 for what it finds beside it (embedder, directory, database, snapshot, snapshot_files, strays), and repair.py
@@ -30,6 +33,7 @@ from ltms.ops.doctor.repair import apply_fixes
 from ltms.ops.doctor.report import Check, Fix, Fixed, Problem, Report, render
 from ltms.ops.doctor.strays import default_scan_dirs, find_strays
 from ltms.ops.readonly import refuse_writes
+from ltms.storage.pg_url import redact_url
 
 
 def run_doctor(
@@ -48,7 +52,10 @@ def run_doctor(
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        print(render(report, settings.paths))
+        where = (
+            f"PostgreSQL store {redact_url(settings.database_url or '')}" if settings.backend == "postgres" else None
+        )
+        print(render(report, settings.paths, where))
     return 0 if report.ok else 1
 
 

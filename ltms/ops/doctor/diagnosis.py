@@ -17,6 +17,10 @@ from ltms.ops.doctor.strays import check_strays, default_scan_dirs
 
 def diagnose(settings: Settings, scan_dirs: Sequence[Path] | None = None) -> Report:
     """Check everything without changing anything (apart from a removed probe file)."""
+    if settings.backend == "postgres":  # no data directory, database file or snapshot: the server's checks
+        from ltms.ops.doctor.postgres import diagnose_postgres
+
+        return diagnose_postgres(settings)
     paths = settings.paths
     checks: list[Check] = []
     problems: list[Problem] = []

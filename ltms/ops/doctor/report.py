@@ -104,9 +104,9 @@ class Report:
         return result
 
 
-def render(report: Report, paths: ResolvedPaths) -> str:
+def render(report: Report, paths: ResolvedPaths, where: str | None = None) -> str:
     out = [
-        f"ltmc doctor: data directory {paths.data_dir}",
+        f"ltmc doctor: {where or f'data directory {paths.data_dir}'}",
         "",
         "Configuration",
         table(report.settings, ("SETTING", "VALUE", "SOURCE")),
