@@ -49,7 +49,7 @@ def test_a_snapshot_without_a_database_id_is_foreign(tmp_path: Path, database_id
         assert service.index_state == "rebuilt"
         for memory_id, text in ids.items():
             top = service.retrieve(text, k=1)[0]
-            assert top.memory.id == memory_id and top.score > 0.99
+            assert top.memory.id == memory_id and top.similarity is not None and top.similarity > 0.99
     assert len(list(ours.glob("faiss_index.bad-*"))) == 1  # moved aside, not deleted
     assert doctor_json(ours, tmp_path)[0] == 0
 

@@ -94,7 +94,7 @@ def test_inspector_over_stdio(tmp_path: Path, data_dir: Path) -> None:
     stored = call_tool(tmp_path, target, "store_memory", text="the inspector speaks stdio", tags=["inspector"])
     assert stored["created"] is True
     with MemoryService(hash_settings(data_dir), background_saves=False) as service:
-        assert service.get(stored["id"]).tags == ["inspector"]
+        assert service.get(stored["id"]).tags == ("inspector",)
 
 
 @pytest.fixture(scope="module")

@@ -400,7 +400,9 @@ class EmbeddedStorage:
         """Cached: recomputed when something changed, and on a large store at most every few seconds (a GROUP BY
         over a million rows takes a tenth of a second)."""
         cached, seq, now = self._namespaces, self._applied_seq, time.monotonic()
-        if cached is not None and (cached[0] == seq or now - cached[1] < 50 * self._namespaces_cost):
+        # Reused after a change only where counting is expensive (>= 10 ms: a large store), for a short while.
+        stale_ok = self._namespaces_cost >= 0.01 and cached is not None and now - cached[1] < 50 * self._namespaces_cost
+        if cached is not None and (cached[0] == seq or stale_ok):
             return dict(cached[2])
         started = time.monotonic()
         counts = self.db.counts_by_namespace()
