@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,10 +38,9 @@ from ltms.storage.base import (
     VectorHit,
 )
 from ltms.storage.db import CHUNK_BITS, Database, SqliteTransaction
-from ltms.vector_store.chunk_index import EXACT, HNSW, KEY_BITS, HnswParams
+from ltms.vector_store.chunk_index import EXACT, HNSW, KEY_BITS, FaissIndex, HnswParams
 from ltms.vector_store.faiss_config import ResolvedPaths, prepare_directories
 from ltms.vector_store.faiss_store import (
-    FaissIndex,
     Manifest,
     SnapshotInvalid,
     SnapshotMissing,
@@ -539,7 +539,7 @@ class EmbeddedStorage:
         if pruned:
             log.info("pruned %d change-log rows below change %d", pruned, snapshot_seq - self.prune_margin + 1)
 
-    def _check_later(self, check: Callable[[], None], seq: int) -> None:
+    def _check_later(self, check: Callable[[], Any], seq: int) -> None:
         """Background thread after a restart from a large snapshot: its checksum, then its vector count."""
         try:
             owned = check()

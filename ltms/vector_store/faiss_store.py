@@ -111,7 +111,7 @@ class SnapshotStore:
             with atomic_writer(self.index_path) as handle:
                 out = _HashingWriter(handle)
                 if isinstance(data, FaissIndex):
-                    data.write_to(out)  # type: ignore[arg-type]
+                    data.write_to(out)
                 else:
                     out.write(memoryview(data))
                 manifest = Manifest(
