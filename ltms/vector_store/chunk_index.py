@@ -24,10 +24,19 @@ import struct
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
-import faiss
+import faiss as _faiss
 import numpy as np
+
+# faiss-cpu's stubs describe the SWIG signatures, not the numpy-accepting wrappers faiss installs over them, and miss
+# much of the API used here (IDSelectorBitmap(ndarray), SearchParametersHNSW, PyCallbackIOWriter, hnsw.neighbors).
+faiss: Any = _faiss
+
+
+class Sink(Protocol):
+    def write(self, data: Any, /) -> Any: ...
+
 
 # The low bits of a chunk key number a memory's chunks (ltms.storage.db.CHUNK_BITS: the backend checks they agree).
 KEY_BITS = 16
@@ -56,7 +65,7 @@ class _Base:
 
     def __init__(
         self,
-        index: faiss.Index,
+        index: Any,
         keys: np.ndarray,
         order: np.ndarray,
         kind: str,
@@ -85,7 +94,7 @@ class _Base:
         none = np.zeros(0, dtype=np.int64)
         return cls(faiss.IndexFlatIP(dimension), none, none, EXACT, HnswParams())
 
-    def copy_with_room(self, extra: int) -> faiss.Index:
+    def copy_with_room(self, extra: int) -> Any:
         """An in-memory copy of an HNSW base whose storage already has room for `extra` more vectors: adding them to
         a plain copy would reallocate the storage and hold two copies of it for a moment (1.8x measured)."""
         if self.mapped:  # the graph of a mapped index copies as another mapping: read it instead
@@ -103,7 +112,7 @@ class _Base:
         index.ntotal = n
         return index
 
-    def owned_copy(self) -> faiss.Index:
+    def owned_copy(self) -> Any:
         """An in-memory copy that faiss can add to (a copy of a mapped index would still be a mapping)."""
         if not self.mapped:
             return faiss.clone_index(self.index)
@@ -139,7 +148,7 @@ class _Base:
             return np.zeros(0, dtype=np.int64)
         lo = np.searchsorted(self.keys, low, sorter=self.order)
         hi = np.searchsorted(self.keys, high, sorter=self.order)
-        return self.order[_concat_ranges(lo, hi)]
+        return np.asarray(self.order[_concat_ranges(lo, hi)])
 
 
 class FaissIndex:
@@ -168,7 +177,7 @@ class FaissIndex:
         self._delta_live = 0
         self._live_memories = self._count_first_chunks() if counts is None else counts[1]
         # Set by SnapshotStore.load when the checksum is verified after the load (large snapshots): call it.
-        self.pending_check: Callable[[], None] | None = None
+        self.pending_check: Callable[[], Any] | None = None
 
     @classmethod
     def exact_from(cls, dimension: int, total: int, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> FaissIndex:
@@ -368,7 +377,7 @@ class FaissIndex:
 
     # -- snapshots ----------------------------------------------------------------------------------------------
 
-    def adopt(self, owned: faiss.Index) -> bool:
+    def adopt(self, owned: Any) -> bool:
         """Swap a mapped base for an in-memory copy of the same file (positions, keys and tombstones unchanged), so
         nothing depends on the mapped file any more. False if the base is no longer the mapped one."""
         base = self._base
@@ -451,7 +460,7 @@ class FaissIndex:
         result_base = _Base(index, keys, np.argsort(keys, kind="stable"), kind, params)
         return FaissIndex(self.dimension, result_base, counts=(len(keys), self._live_memories))
 
-    def write_to(self, handle: BinaryIO) -> int:
+    def write_to(self, handle: Sink) -> int:
         """Stream the snapshot file into `handle` (no serialized copy in memory); returns the bytes written.
         Only a compacted index (no delta) can be written."""
         if self._nd:
@@ -507,7 +516,7 @@ class FaissIndex:
         n = int(self._delta.ntotal)
         if not n:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return faiss.rev_swig_ptr(self._delta.get_xb(), n * self.dimension).reshape(n, self.dimension)
+        return np.asarray(faiss.rev_swig_ptr(self._delta.get_xb(), n * self.dimension)).reshape(n, self.dimension)
 
     def _count_first_chunks(self) -> int:
         base = self._base
@@ -553,7 +562,8 @@ def read_snapshot(fd: int, dimension: int, mapped: bool = True) -> FaissIndex:  
         raise SnapshotFormatError(f"{index.ntotal} vectors, the footer says {n}")
     if kind == HNSW:
         _check_graph(index, n)
-    view = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
+    view: mmap.mmap | None = mmap.mmap(fd, size, prot=mmap.PROT_READ)  # size >= the footer: never empty
+    assert view is not None
     keys = np.frombuffer(view, dtype=np.int64, count=n, offset=keys_at) if n else np.zeros(0, np.int64)
     order = np.frombuffer(view, dtype=np.int64, count=n, offset=order_at) if n else np.zeros(0, np.int64)
     if n and (int(order.min()) < 0 or int(order.max()) >= n):
@@ -565,7 +575,7 @@ def read_snapshot(fd: int, dimension: int, mapped: bool = True) -> FaissIndex:  
     return FaissIndex(dimension, base, alive)
 
 
-def read_faiss(read: Callable[[int], bytes]) -> faiss.Index:
+def read_faiss(read: Callable[[int], bytes]) -> Any:
     """An in-memory faiss index from a byte source (`read(n)` returns up to n bytes)."""
     reader = faiss.PyCallbackIOReader(read, 1 << 22)
     try:
@@ -576,7 +586,7 @@ def read_faiss(read: Callable[[int], bytes]) -> faiss.Index:
         del reader
 
 
-def _check_graph(index: faiss.IndexHNSWFlat, n: int) -> None:
+def _check_graph(index: Any, n: int) -> None:
     """Bounds that HNSW search relies on without checking: a damaged graph must be refused, not followed."""
     hnsw = index.hnsw
     size = hnsw.neighbors.size()
@@ -624,7 +634,7 @@ def _libc_madvise() -> Callable[[int, int, int], int] | None:
     return function
 
 
-def _new_index(kind: str, dimension: int, params: HnswParams) -> faiss.Index:
+def _new_index(kind: str, dimension: int, params: HnswParams) -> Any:
     if kind == EXACT:
         return faiss.IndexFlatIP(dimension)
     index = faiss.IndexHNSWFlat(dimension, params.m, faiss.METRIC_INNER_PRODUCT)
@@ -665,7 +675,7 @@ def _concat_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def _bits_set(bitmap: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    return ((bitmap[positions >> 3] >> (positions & 7).astype(np.uint8)) & 1).astype(bool)
+    return np.asarray(((bitmap[positions >> 3] >> (positions & 7).astype(np.uint8)) & 1).astype(bool))
 
 
 def _all_alive(n: int) -> np.ndarray:

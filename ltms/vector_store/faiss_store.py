@@ -150,7 +150,7 @@ class SnapshotStore:
                 if isinstance(data, FaissIndex):
                     data.write_to(out)
                 else:
-                    out.write(memoryview(data))
+                    out.write(data.tobytes() if isinstance(data, np.ndarray) else data)
                 manifest = Manifest(
                     format=MANIFEST_FORMAT,
                     count=count,
