@@ -150,7 +150,7 @@ class SnapshotStore:
                 if isinstance(data, FaissIndex):
                     data.write_to(out)
                 else:
-                    out.write(data.tobytes() if isinstance(data, np.ndarray) else data)
+                    out.write(data.data if isinstance(data, np.ndarray) else data)  # a view: no copy
                 manifest = Manifest(
                     format=MANIFEST_FORMAT,
                     count=count,
