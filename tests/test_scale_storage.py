@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ltms.errors import StorageError
 from ltms.service import MemoryService
 from ltms.storage import embedded
 from tests.helpers import child_env, close_pipes, hash_settings
@@ -158,6 +160,7 @@ def test_a_large_snapshot_is_mapped_at_start_and_a_corrupt_one_rebuilt(tmp_path:
 CHILD = r"""
 import json, sys
 from ltms.config import Settings
+from ltms.errors import StorageError
 from ltms.service import MemoryService
 service = MemoryService(Settings.load(), background_saves=False)
 service.retrieve("warm up", k=1)  # the index is now at the current change
@@ -213,6 +216,7 @@ def test_a_process_idle_through_a_prune_still_catches_up(tmp_path: Path, snapsho
 KILLED_CHILD = r"""
 import itertools, sys, threading
 from ltms.config import Settings
+from ltms.errors import StorageError
 from ltms.service import MemoryService
 service = MemoryService(Settings.load(), background_saves=False)
 service.storage.prune_margin = 0
@@ -255,3 +259,39 @@ def test_kill_9_during_saves_and_prunes_loses_nothing_acknowledged(tmp_path: Pat
             for memory_id, text in acked.items():
                 assert restarted.get(memory_id).text == text
                 assert restarted.retrieve(text, k=1, mode="semantic")[0].memory.id == memory_id
+
+
+def test_a_large_database_is_checked_after_the_start_and_refused_once_found_damaged(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The integrity check reads the whole file (seconds at a million memories), so a large database answers first
+    and is checked on a thread; damage found there makes every later call fail with the same one line."""
+    monkeypatch.setattr(embedded, "CHECK_LATER_BYTES", 0)  # every database counts as large
+    pristine = tmp_path / "pristine"
+    service, _ = filled(pristine, n=60)
+    service.close()
+    page = 4096
+    pages = (pristine / "ltmc.sqlite3").stat().st_size // page
+    for damaged_page in range(pages, 1, -1):  # the first damaged page start-up itself does not read
+        data = tmp_path / f"page-{damaged_page}"
+        shutil.copytree(pristine, data)
+        db = data / "ltmc.sqlite3"
+        raw = bytearray(db.read_bytes())
+        raw[(damaged_page - 1) * page : damaged_page * page] = b"\xa5" * page
+        db.write_bytes(bytes(raw))
+        try:
+            started = MemoryService(hash_settings(data), background_saves=False)
+        except StorageError:
+            continue
+        break
+    else:
+        pytest.fail("every damaged page stopped the start")
+    try:
+        started.storage._integrity.join(timeout=60)
+        with pytest.raises(StorageError, match="integrity check fails"):
+            started.retrieve("note about the garden", k=3)
+        with pytest.raises(StorageError, match="integrity check fails"):
+            started.store("a new memory")
+        assert any("integrity check fails" in p for p in started.storage.health().problems)
+    finally:
+        started.close()

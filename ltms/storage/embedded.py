@@ -24,7 +24,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +146,8 @@ class EmbeddedStorage:
         self._rw = ReadWriteLock()  # searches read the index side by side; changes to it write
         self._apply_lock = threading.RLock()  # one thread at a time applies changes or swaps the index
         self._save_lock = threading.Lock()  # one snapshot write at a time from this process
+        self._damaged: str | None = None  # what SQLite's integrity check found, once it has
+        self._integrity: threading.Thread | None = None
         self._saved = threading.Condition(self._apply_lock)  # notified when a save ends
         self._saving = False
         self._unsaved_changes = 0
@@ -176,21 +177,22 @@ class EmbeddedStorage:
         A database SQLite's integrity check finds damaged is refused rather than served: it gives wrong or failing
         answers for some memories, and writing into it can spread the damage. The check reads the whole file, so
         it runs on its own connection beside the snapshot load."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltmc-integrity") as pool:
-            check = pool.submit(self.db.integrity_problems)
+        # A large database is checked on a thread after the start (a 5 GB one takes ~10 s to read: the restart
+        # goal is 2 s); until it passes nothing is refused, and once it fails every call is (see _refuse_if_damaged).
+        later = _file_size(self.paths.db_path) > CHECK_LATER_BYTES
+        check = self._integrity = threading.Thread(target=self._integrity_check, name="ltmc-integrity", daemon=True)
+        check.start()
+        try:
             with self._apply_lock:
                 index, seq, unsaved = self._load_or_build()
                 self._install(index, seq)
-            damage = check.result()
-        if damage:
+        finally:
+            if not later:
+                check.join()
+        if self._damaged is not None:
             self._discard_check(index)
-            raise StorageError(
-                "serve from",
-                self.paths.db_path,
-                f"SQLite's integrity check fails ({'; '.join(damage)}); refusing to run on a damaged "
-                "database. Stop, copy the data directory and run `ltmc doctor`",
-            )
-        if unsaved:  # built from SQLite: save it now, so the next start maps it
+            raise StorageError("serve from", self.paths.db_path, self._damaged)
+        if unsaved and not self.read_only:  # built from SQLite: save it now, so the next start maps it
             self._unsaved_changes = max(self._unsaved_changes, 1)
             self.save_snapshot(raise_errors=False, force=True, convert=False)
         self._start_check(index, seq)
@@ -255,6 +257,23 @@ class EmbeddedStorage:
         )
         self._unsaved_changes += changes.memories
         return self._converted_if_small(index), latest, False
+
+    def _integrity_check(self) -> None:
+        try:
+            damage = self.db.integrity_problems()
+        except Exception:  # the checker must never take the server down; the error is logged
+            log.exception("the integrity check of %s could not run", self.paths.db_path)
+            return
+        if damage:
+            self._damaged = (
+                f"SQLite's integrity check fails ({'; '.join(damage)}); refusing to run on a damaged "
+                "database. Stop, copy the data directory and run `ltmc doctor`"
+            )
+            log.error("%s: %s", self.paths.db_path, self._damaged)
+
+    def _refuse_if_damaged(self) -> None:
+        if self._damaged is not None:
+            raise StorageError("serve from", self.paths.db_path, self._damaged)
 
     def _move_aside(self, reason: str) -> None:
         if self.read_only:
@@ -377,17 +396,21 @@ class EmbeddedStorage:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[SqliteTransaction]:
+        self._refuse_if_damaged()
         with self.db.transaction() as tx:
             yield tx
         self.catch_up()
 
     def get(self, memory_id: int) -> Memory | None:
+        self._refuse_if_damaged()
         return self.db.get(memory_id)
 
     def get_many(self, ids: Sequence[int]) -> dict[int, Memory]:
+        self._refuse_if_damaged()
         return self.db.get_many(ids)
 
     def page(self, where: Filter, limit: int, offset: int) -> tuple[list[Memory], int]:
+        self._refuse_if_damaged()
         return self.db.page(where, limit, offset)
 
     def find_by_hash(self, namespace: str, content_hash: str) -> int | None:
@@ -414,6 +437,7 @@ class EmbeddedStorage:
         return self.db.iter_stored(self.dimension, batch)
 
     def vector_search(self, vector: np.ndarray, k: int, where: Filter) -> list[VectorHit]:
+        self._refuse_if_damaged()
         self.catch_up()
         best = self._search(vector, k) if where.is_empty else self._filtered_search(vector, k, where)
         assert best is not None
@@ -483,6 +507,7 @@ class EmbeddedStorage:
         }
 
     def keyword_search(self, terms: Sequence[str], k: int, where: Filter) -> list[KeywordHit]:
+        self._refuse_if_damaged()
         return self.db.keyword_search(terms, k, where)
 
     def health(self) -> BackendHealth:
@@ -509,7 +534,7 @@ class EmbeddedStorage:
                 "snapshot_bytes": manifest.size if manifest else 0,
                 "last_snapshot_error": self.last_snapshot_error,
             },
-            problems=(self.last_snapshot_error,) if self.last_snapshot_error else (),
+            problems=tuple(p for p in (self._damaged, self.last_snapshot_error) if p),
         )
 
     # -- snapshots ------------------------------------------------------------------------------------------------
@@ -670,6 +695,13 @@ class EmbeddedStorage:
                 return
         self.save_snapshot(raise_errors=False, convert=False)
         self.db.close()
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _require_existing_store(data_dir: Path, db_path: Path) -> None:
