@@ -2,7 +2,7 @@
 
 import os
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # One BLAS/OpenMP thread per request by default. The server answers requests on several threads at once, and on a
 # busy 2-core machine two OpenMP threads per search made an exact search over 100k vectors 4x slower (48 vs 10 ms
