@@ -53,6 +53,29 @@ def hash_settings(data_dir: Path, **extra: str) -> Settings:
     return Settings.load(env=child_env(data_dir, **extra))
 
 
+# The seven tools every writable server publishes.
+ALL_TOOLS = frozenset(
+    {"store_memory", "retrieve_memory", "get_memory", "list_memories", "update_memory", "delete_memory", "memory_stats"}
+)
+
+
+def spawn_python(code: str, *args: str, env: dict[str, str], ready: str) -> subprocess.Popen[str]:
+    """Start `code` in a fresh interpreter with pipes, and return once it printed the line `ready` (line-buffered
+    text); if it ends without printing it, fail with its stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == f"{ready}\n", proc.communicate(timeout=30)[1]
+    return proc
+
+
 def run_python(
     code: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

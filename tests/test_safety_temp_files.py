@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ltms.service import MemoryService
-from tests.helpers import child_env, close_pipes, hash_settings
+from tests.helpers import child_env, close_pipes, hash_settings, spawn_python
 from tests.ops_helpers import build_store, codes, doctor_json
 
 SAVER = """
@@ -38,18 +38,7 @@ print("saved", flush=True)
 
 
 def start_saver(data: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SAVER],
-        env=child_env(data),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == "writing\n", proc.communicate(timeout=30)[1]
-    return proc
+    return spawn_python(SAVER, env=child_env(data), ready="writing")
 
 
 def leave_a_temp_file(data: Path) -> Path:

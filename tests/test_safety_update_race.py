@@ -9,11 +9,10 @@ wrote the old text back over the new one.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from ltms.service import MemoryService
-from tests.helpers import child_env, close_pipes, hash_settings
+from tests.helpers import child_env, close_pipes, hash_settings, spawn_python
 
 ROUNDS = 300
 
@@ -35,18 +34,7 @@ with MemoryService(Settings.load(), background_saves=False) as service:
 
 
 def start_updater(kind: str, memory_id: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", UPDATER, kind, str(memory_id)],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline() == "ready\n", proc.communicate(timeout=30)[1]
-    return proc
+    return spawn_python(UPDATER, kind, str(memory_id), env=env, ready="ready")
 
 
 def test_text_and_tags_updates_racing_from_two_processes_lose_nothing(tmp_path: Path) -> None:

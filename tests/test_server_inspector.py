@@ -16,19 +16,10 @@ from typing import Any
 import pytest
 
 from ltms.service import MemoryService
-from tests.helpers import REPO, ServerProcess, child_env, hash_settings, serve_command
+from tests.helpers import ALL_TOOLS, REPO, ServerProcess, child_env, hash_settings, serve_command
 
 INSPECTOR = REPO / "tests" / "inspector" / "node_modules" / ".bin" / "mcp-inspector"
 TOKEN = "inspector-token-0123456789abcdef"
-ALL_TOOLS = {
-    "store_memory",
-    "retrieve_memory",
-    "get_memory",
-    "list_memories",
-    "update_memory",
-    "delete_memory",
-    "memory_stats",
-}
 
 pytestmark = pytest.mark.skipif(
     not INSPECTOR.exists() or shutil.which("node") is None,

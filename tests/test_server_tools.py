@@ -15,18 +15,10 @@ from mcp import Client
 from ltms.config import Settings
 from ltms.server.tools import RESPONSE_TEXT_BUDGET, build_server
 from ltms.service import MemoryService
+from tests.helpers import ALL_TOOLS
 
 pytestmark = pytest.mark.anyio
 
-ALL_TOOLS = {
-    "store_memory",
-    "retrieve_memory",
-    "get_memory",
-    "list_memories",
-    "update_memory",
-    "delete_memory",
-    "memory_stats",
-}
 READING_TOOLS = {"retrieve_memory", "get_memory", "list_memories", "memory_stats"}
 
 
