@@ -35,7 +35,7 @@ from ltms.embeddings import embedder_setting_for
 from ltms.errors import InvalidInput, ModelMismatch, StorageError
 from ltms.fsutil import unwritable_reason
 from ltms.records import Memory, epoch_or_nan
-from ltms.retrieval.keywords import fts5_match, rare_terms
+from ltms.retrieval.keywords import fts5_all, fts5_match, rare_terms
 from ltms.storage.base import Chunk, DuplicateMemory, Filter, KeywordHit, MemoryChange, NewMemory, StoredMemory
 from ltms.storage.migrations import Migration, Progress, latest, pending
 
@@ -885,6 +885,9 @@ def _filters(where: Filter, id_column: str) -> tuple[str, list[Any]]:
     if where.until is not None:
         clauses.append("m.created_at <= ?")
         params.append(where.until)
+    if where.mentions:
+        clauses.append(f"{id_column} IN (SELECT rowid FROM memory_fts WHERE memory_fts MATCH ?)")
+        params.append(fts5_all(where.mentions))
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
