@@ -552,7 +552,10 @@ def write_rows(data_dir: Path, n: int, work: Path) -> dict:
         stats = timed_queries(lambda _: service.stats(), range(20))
         out["health"], out["stats"] = health, stats
         out["save"] = save_while_busy(service, n)
-        out["threads"] = parallel_searches(service, (1, 2, 4), 200 if n < 1_000_000 else 100)
+        per_thread = 200 if n < 1_000_000 else 100
+        out["threads"] = {
+            mode: parallel_searches(service, PARALLEL_COUNTS, per_thread, mode) for mode in PARALLEL_MODES
+        }
     finally:
         service.close()
         shutil.rmtree(copy, ignore_errors=True)
@@ -651,7 +654,15 @@ def _timed(inner, timer: HoldTimer):
         yield
 
 
-def parallel_searches(service, counts: tuple[int, ...], per_thread: int) -> list[tuple[int, float]]:
+def parallel_query(seed: int, j: int) -> str:
+    """A query per thread and step. Its words are in the stored texts (bench_text), so in hybrid mode the keyword
+    leg ranks real matches (a rare number, a service, a region) rather than finding nothing."""
+    return f"deploy of service {(seed * 31 + j) % 97} in region {j % 13}, memory {seed * 7919 + j * 13 + 1}"
+
+
+def parallel_searches(
+    service, counts: tuple[int, ...], per_thread: int, mode: str = "semantic"
+) -> list[tuple[int, float]]:
     """Retrieves per second with N threads searching at once (each its own queries)."""
     results = []
     for threads in counts:
@@ -660,7 +671,7 @@ def parallel_searches(service, counts: tuple[int, ...], per_thread: int) -> list
         def worker(seed: int, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             for j in range(per_thread):
-                service.retrieve(f"parallel {seed} {j}", k=K, mode="semantic")
+                service.retrieve(parallel_query(seed, j), k=K, mode=mode)
 
         pool = [threading.Thread(target=worker, args=(s,)) for s in range(threads)]
         for thread in pool:
@@ -671,6 +682,44 @@ def parallel_searches(service, counts: tuple[int, ...], per_thread: int) -> list
             thread.join()
         results.append((threads, threads * per_thread / (time.perf_counter() - t)))
     return results
+
+
+PARALLEL_COUNTS = (1, 2, 4)
+PARALLEL_MODES = ("semantic", "hybrid")
+
+
+def parallel_rows(data_dir: Path, per_thread: int, rounds: int) -> list[list]:
+    """The parallel-search table alone, on a populated data directory that nothing else writes to: for each mode,
+    `rounds` rounds of 1, 2, 4 threads; the median rate of each count and its ratio to one thread."""
+    service = open_service(data_dir)
+    try:
+        n = service.storage.db.count()
+        for mode in PARALLEL_MODES:  # warm the page cache and every thread's first use
+            parallel_searches(service, PARALLEL_COUNTS, 20, mode)
+        rows = []
+        for mode in PARALLEL_MODES:
+            rates: dict[int, list[float]] = {t: [] for t in PARALLEL_COUNTS}
+            for _ in range(rounds):
+                for threads, rate in parallel_searches(service, PARALLEL_COUNTS, per_thread, mode):
+                    rates[threads].append(rate)
+            single = p50(rates[1])
+            rows.append([human(n), mode, *[f"{p50(r):.0f} ({p50(r) / single:.2f}x)" for r in rates.values()]])
+            log(f"  parallel {mode}: {rows[-1]}")
+        return rows
+    finally:
+        service.close()
+
+
+def parallel_section(data_dir: Path, per_thread: int, rounds: int) -> None:
+    rows = parallel_rows(data_dir, per_thread, rounds)
+    emit("### Parallel searches\n")
+    emit(table(["memories", "mode", *[f"{t} thread(s) retrieves/s" for t in PARALLEL_COUNTS]], rows))
+    emit()
+    emit(
+        f"`MemoryService.retrieve(k={K})`, embedding excluded, faiss 1 thread; N threads retrieving at once, "
+        f"{per_thread} retrieves each, in {rounds} rounds of 1, 2, 4 threads: the median rate, and its ratio to "
+        "one thread. Hybrid queries name words of the stored texts, so the keyword leg ranks real matches."
+    )
 
 
 def restart_probe(data_dir: str) -> None:
@@ -853,9 +902,10 @@ def scale_section(sizes: list[int], queries: int, work: Path, launches: int) -> 
     )
     rows = []
     for n, w in writes.items():
-        single = w["threads"][0][1]
-        rows.append([human(n), *[f"{rate:.0f} ({rate / single:.2f}x)" for _, rate in w["threads"]]])
-    emit(table(["memories", *[f"{t} thread(s) retrieves/s" for t, _ in writes[sizes[0]]["threads"]]], rows))
+        for mode, rates in w["threads"].items():
+            single = rates[0][1]
+            rows.append([human(n), mode, *[f"{rate:.0f} ({rate / single:.2f}x)" for _, rate in rates]])
+    emit(table(["memories", "mode", *[f"{t} thread(s) retrieves/s" for t in PARALLEL_COUNTS]], rows))
     emit()
     emit(
         table(
@@ -904,6 +954,12 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=3, help="restart launches per size (scale section)")
     parser.add_argument("--load-probe", nargs=2, metavar=("DATA_DIR", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--restart-probe", metavar="DATA_DIR", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only-parallel",
+        metavar="DATA_DIR",
+        help="run only the parallel-search table, on this populated data directory (e.g. a copy of the cached one)",
+    )
+    parser.add_argument("--parallel-rounds", type=int, default=3, help="rounds of 1, 2, 4 threads (--only-parallel)")
     args = parser.parse_args()
     if args.load_probe:
         load_probe(*args.load_probe)
@@ -912,6 +968,10 @@ def main() -> None:
         restart_probe(args.restart_probe)
         return
     faiss.omp_set_num_threads(1)  # as the server runs (ltms sets OMP_NUM_THREADS=1)
+    if args.only_parallel:
+        header("Parallel searches")
+        parallel_section(Path(args.only_parallel), 200, args.parallel_rounds)
+        return
     if args.only_scale:
         header("Scale: the ltms index at 100k and 1M")
         work = CACHE / "work"
