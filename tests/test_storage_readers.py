@@ -162,6 +162,21 @@ def test_a_threads_connection_closes_when_it_ends_and_every_one_on_close(tmp_pat
         InThread(db.count).result()  # a new thread after close opens nothing
 
 
+def test_a_thread_that_first_reads_after_the_file_was_replaced_reads_the_file_this_process_holds(
+    tmp_path: Path,
+) -> None:
+    """A new connection would open whatever file is at the path now: another store's rows beside this one's index.
+    Like reads on the old connection, it reads on the file this process opened (writes are refused meanwhile)."""
+    data = tmp_path / "data"
+    with MemoryService(hash_settings(data), background_saves=False) as service:
+        kept = service.store("stored before the file was replaced")
+        path = data / "ltmc.sqlite3"
+        path.rename(tmp_path / "moved.sqlite3")
+        path.write_bytes(b"")  # another, empty file
+        found = InThread(lambda: service.retrieve("stored before the file was replaced", k=1)[0].memory)
+        assert found.result() == service.get(kept.id)
+
+
 def test_a_read_only_store_on_read_only_media_answers_from_many_threads(small_disk: Path) -> None:
     """Every thread's connection is opened as the store was (here immutable: nothing may be created beside it)."""
     data = small_disk / "data"

@@ -241,7 +241,9 @@ class Database:
         self._writer: int | None = None  # the thread inside a write transaction, if any
         if read_only:
             self._conn, self.how = connect_readonly(path)
-            self._readers = _ThreadConnections(functools.partial(_connect, _readonly_uri(path, self.how)))
+            self._readers = _ThreadConnections(
+                functools.partial(self._open_reader, functools.partial(_connect, _readonly_uri(path, self.how)))
+            )
             self._identity = self._file_identity()
             try:
                 found = self.schema_version()
@@ -258,7 +260,9 @@ class Database:
                 raise
             return
         self.how = "read-write"
-        self._readers = _ThreadConnections(functools.partial(_connect_reader, path))
+        self._readers = _ThreadConnections(
+            functools.partial(self._open_reader, functools.partial(_connect_reader, path))
+        )
         try:
             # Owner-only from the start; SQLite gives the -wal and -shm files the database file's mode.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -398,12 +402,25 @@ class Database:
     def _connection(self) -> Iterator[sqlite3.Connection]:
         """The connection this thread reads on: the write connection inside its own write transaction, else its
         own read connection. Held for the duration, so close() waits for a read under way."""
-        if self._writer == threading.get_ident():  # only this thread sets it to its own id, under `_lock`
-            with self._lock:
-                yield self._conn
-            return
-        with self._readers.connection() as conn:
-            yield conn
+        if self._writer != threading.get_ident():  # only this thread sets it to its own id, under `_lock`
+            reader = self._readers.reader()
+            if reader is not None:
+                with reader.lock:
+                    yield reader.conn
+                return
+        with self._lock:
+            yield self._conn
+
+    def _open_reader(self, connect: Callable[[], sqlite3.Connection]) -> sqlite3.Connection | None:
+        """A new read connection, or None when the file at `path` is no longer the one this process opened (deleted
+        or replaced): reads then go on from the file it holds, on the write connection (writes are refused)."""
+        if self._file_identity() != self._identity:
+            return None
+        conn = connect()
+        if self._file_identity() != self._identity:  # replaced while opening
+            conn.close()
+            return None
+        return conn
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -728,7 +745,7 @@ class _ThreadConnections:
     """One read connection per thread, opened on the thread's first read. It is closed when the thread ends (its
     thread-local slot is dropped: a server's worker threads come and go) or by close(), whichever comes first."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection | None]) -> None:
         self._connect = connect
         self._local = threading.local()
         # What close() closes: id(reader) -> (its connection, its lock). Not the reader itself, whose only strong
@@ -737,18 +754,18 @@ class _ThreadConnections:
         self._guard = threading.Lock()
         self._closed = False
 
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
+    def reader(self) -> _Reader | None:
+        """This thread's reader (opened now if it has none), or None if `connect` could not give one."""
         reader: _Reader | None = getattr(self._local, "reader", None)
-        if reader is None:
-            reader = self._open_one()
-        with reader.lock:
-            yield reader.conn
+        return reader if reader is not None else self._open_one()
 
-    def _open_one(self) -> _Reader:
+    def _open_one(self) -> _Reader | None:
         if self._closed:
             raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-        reader = _Reader(self._connect())
+        conn = self._connect()
+        if conn is None:
+            return None
+        reader = _Reader(conn)
         with self._guard:
             if self._closed:
                 reader.conn.close()
