@@ -400,16 +400,19 @@ class Database:
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        """The connection this thread reads on: the write connection inside its own write transaction, else its
-        own read connection. Held for the duration, so close() waits for a read under way."""
+        """The connection this thread reads on (see `_pick`), held for the duration."""
+        lock, conn = self._pick()
+        with lock:
+            yield conn
+
+    def _pick(self) -> tuple[threading.RLock, sqlite3.Connection]:
+        """The connection this thread reads on and the lock to hold while it does (close() waits for it): the write
+        connection inside this thread's own write transaction, else the thread's own read connection."""
         if self._writer != threading.get_ident():  # only this thread sets it to its own id, under `_lock`
             reader = self._readers.reader()
             if reader is not None:
-                with reader.lock:
-                    yield reader.conn
-                return
-        with self._lock:
-            yield self._conn
+                return reader.lock, reader.conn
+        return self._lock, self._conn
 
     def _open_reader(self, connect: Callable[[], sqlite3.Connection]) -> sqlite3.Connection | None:
         """A new read connection, or None when the file at `path` is no longer the one this process opened (deleted
@@ -424,7 +427,8 @@ class Database:
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
-            with self._connection() as conn:
+            lock, conn = self._pick()  # not `_connection()`: a generator costs microseconds on every query
+            with lock:
                 return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StorageError("read from", self.path, exc) from exc
