@@ -5,13 +5,15 @@ storage backend (ltms.storage) owns the durable truth and its indexes. Data flow
 callers -> service -> (embedder, storage).
 
 Retrieval has three modes. `semantic`: memories ranked by the cosine of their best chunk. `keyword`: full-text
-relevance (BM25 on SQLite, ts_rank on PostgreSQL). `hybrid` (the default): both legs fetch candidates and are
-fused (ltms.retrieval.fusion). Every hit carries its `similarity` (the best chunk's cosine, whatever the mode),
-its keyword rank, and the passage that matched.
+relevance (BM25 on SQLite, ts_rank on PostgreSQL). `hybrid` (the default): both legs fetch candidates, and when
+the query names someone or something, a third leg searches for the rest of the query among the memories that
+mention those names (ltms.retrieval.names); the legs are fused (ltms.retrieval.fusion). Every hit carries its
+`similarity` (the best chunk's cosine, whatever the mode), its keyword rank, and the passage that matched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -26,6 +28,7 @@ from ltms.records import Memory, Page, Passage, SearchHit, StoreResult, iso_utc
 from ltms.retrieval.chunking import Chunker
 from ltms.retrieval.fusion import fuse, normalised
 from ltms.retrieval.keywords import query_terms
+from ltms.retrieval.names import split_names
 from ltms.storage import Storage, open_storage
 from ltms.storage.base import Chunk, DuplicateMemory, Filter, MemoryChange, NewMemory, VectorHit
 
@@ -244,10 +247,11 @@ class MemoryService:
         if mode == "semantic":
             ranked = [(hit.memory_id, hit.similarity) for hit in vector_hits]
         elif mode == "keyword":
-            scores = normalised({hit.memory_id: hit.score for hit in keyword_hits})
+            scores = normalised({hit.memory_id: hit.score for hit in keyword_hits}, depth=len(keyword_hits))
             ranked = [(hit.memory_id, scores[hit.memory_id]) for hit in keyword_hits]
         else:
-            ranked = [(fused.memory_id, fused.score) for fused in fuse(vector_hits, keyword_hits)]
+            names_hits = self._names_leg(query, pool, where)
+            ranked = [(fused.memory_id, fused.score) for fused in fuse(vector_hits, keyword_hits, names_hits)]
         ranked = ranked[:k]
         best = {hit.memory_id: hit for hit in vector_hits}
         missing = [memory_id for memory_id, _ in ranked if memory_id not in best]
@@ -263,6 +267,15 @@ class MemoryService:
         if threshold is not None:
             hits = [hit for hit in hits if hit.similarity is not None and hit.similarity >= threshold]
         return hits
+
+    def _names_leg(self, query: str, pool: int, where: Filter) -> list[VectorHit]:
+        """The query's topic among the memories that mention all of its names (ltms.retrieval.names); none when
+        the query names nothing."""
+        named = split_names(query)
+        if named is None:
+            return []
+        scoped = dataclasses.replace(where, mentions=named.names)
+        return self.storage.vector_search(self.embedder.embed_query(named.topic), pool, scoped)
 
     def _mode(self, mode: str | None) -> str:
         if mode is None:

@@ -430,6 +430,51 @@ def test_vector_search_applies_every_filter_and_returns_k_when_k_match(store: St
     check(Filter(tags=("missing",)), set())
 
 
+@pytest.mark.parametrize("planner", ["exact subset", "index + post-filter"])
+def test_vector_search_keeps_only_memories_that_mention_every_name(
+    store: Storage, planner: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Filter.mentions (the names leg of hybrid retrieval): every phrase must occur in the text, in any case and
+    any inflection the keyword index folds, together with the other filters, on both planner paths."""
+    from ltms.storage import embedded
+    from ltms.storage.postgres import PostgresStorage
+
+    if planner != "exact subset":  # every filter takes the approximate path
+        if isinstance(store, PostgresStorage):
+            store.exact_limit = 0
+        else:
+            monkeypatch.setattr(embedded, "EXACT_SUBSET_LIMIT", 0)
+    q = unit(30)
+    texts = [
+        "Tomasz signed the lease for a cottage outside Bath",
+        "tomasz: ha! classic.",
+        "Grace is moving to Leith",
+        "Tomasz and Grace met in Bath",
+        "ERR-4711 means two jobs lock the same account",
+        "err 4711 in lower case, apart",
+        "ERR 4712 is another code",
+    ]
+    ids = insert(
+        store, *[new(t, namespace="a" if i < 6 else "b", vectors=[near(q, 0.3, 200 + i)]) for i, t in enumerate(texts)]
+    )
+    everything = [new(f"filler {i}", vectors=[near(q, 0.1, 300 + i)]) for i in range(60)]
+    insert(store, *everything)
+
+    def found(mentions: tuple[str, ...], k: int = 10, **filters: Any) -> set[int]:
+        return {h.memory_id for h in store.vector_search(q, k, Filter(mentions=mentions, **filters))}
+
+    assert found(("Tomasz",)) == {ids[0], ids[1], ids[3]}
+    assert found(("Tomasz", "Grace")) == {ids[3]}
+    # The code's words in order (SQLite also finds "err 4711"; PostgreSQL's parser keeps "err-4711" one token too).
+    assert ids[4] in found(("ERR-4711",)) <= {ids[4], ids[5]}
+    assert found(("leases",)) == {ids[0]}  # the index's stemming applies
+    assert found(("Tomasz",), k=1) <= {ids[0], ids[1], ids[3]} and len(found(("Tomasz",), k=1)) == 1
+    assert found(("Tomasz",), namespace="b") == set()
+    assert found(("nobody",)) == set()
+    for hostile in ('"', "a:* OR b", "NEAR(x y)", "(", "\u200b"):
+        assert found((hostile,)) <= set(ids)  # never a syntax error
+
+
 # -- keyword search -----------------------------------------------------------------------------------------------
 
 

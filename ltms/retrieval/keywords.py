@@ -9,6 +9,7 @@ query added 5 points of recall@10 to BM25 (docs/retrieval.md). Each backend quot
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 MAX_TERMS = 32
 
@@ -40,6 +41,11 @@ def query_terms(query: str) -> list[str]:
 def fts5_match(terms: list[str]) -> str:
     """An FTS5 MATCH expression: any of the terms, each a quoted string (a quote inside is doubled)."""
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def fts5_all(phrases: Sequence[str]) -> str:
+    """An FTS5 MATCH expression: every phrase, each a quoted string (FTS5 splits it into adjacent tokens)."""
+    return " AND ".join('"' + phrase.replace('"', '""') + '"' for phrase in phrases)
 
 
 def rare_terms(frequencies: dict[str, int], budget: int = ROW_BUDGET) -> list[str]:

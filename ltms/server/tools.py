@@ -41,7 +41,9 @@ INSTRUCTIONS = """\
 LTMC is a long-term memory. Store facts, decisions and notes worth remembering with store_memory; find them \
 later with retrieve_memory: a question in plain words, or the exact names, ids, numbers and error codes you \
 remember, both work (by default it matches keywords and meaning together, in every part of a long memory, and \
-shows the passage that matched). Long texts are cut short in retrieve_memory and list_memories results \
+shows the passage that matched). Write names capitalised as usual ("What did Mateo say about Lisbon?"): a \
+question that names people, places or codes is also matched by its topic among the memories that mention them. \
+Long texts are cut short in retrieve_memory and list_memories results \
 (truncated: true); get_memory returns a memory whole. Use namespaces \
 to keep projects apart and tags to label memories; filters on both apply before the top-k cut."""
 READ_ONLY_NOTE = " This server is read-only: memories can be searched and read here, not stored or changed."

@@ -41,10 +41,14 @@ class Filter:
     tags: tuple[str, ...] = ()  # a memory must carry ALL of them
     since: float | None = None  # created_at >= since (epoch seconds)
     until: float | None = None  # created_at <= until
+    # Words or phrases the text must ALL contain, as the keyword index matches them (any case, stemmed).
+    mentions: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        return self.namespace is None and not self.tags and self.since is None and self.until is None
+        return (
+            self.namespace is None and not self.tags and self.since is None and self.until is None and not self.mentions
+        )
 
 
 @dataclass(frozen=True)

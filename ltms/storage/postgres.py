@@ -679,6 +679,9 @@ def _where(where: Filter) -> tuple[str, dict[str, Any]]:
     if where.until is not None:
         clauses.append("m.created_at <= %(until)s")
         params["until"] = _when(where.until)
+    for i, phrase in enumerate(where.mentions):
+        clauses.append(f"m.tsv @@ phraseto_tsquery('english', %(mention{i})s)")
+        params[f"mention{i}"] = phrase
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
