@@ -552,7 +552,11 @@ def write_rows(data_dir: Path, n: int, work: Path) -> dict:
         stats = timed_queries(lambda _: service.stats(), range(20))
         out["health"], out["stats"] = health, stats
         out["save"] = save_while_busy(service, n)
-        out["threads"] = parallel_searches(service, (1, 2, 4), 200 if n < 1_000_000 else 100)
+        per_thread = 200 if n < 1_000_000 else 100
+        out["threads"] = {
+            mode: parallel_searches(service, PARALLEL_COUNTS, per_thread_for(mode, per_thread), mode)
+            for mode in PARALLEL_MODES
+        }
     finally:
         service.close()
         shutil.rmtree(copy, ignore_errors=True)
@@ -651,8 +655,18 @@ def _timed(inner, timer: HoldTimer):
         yield
 
 
-def parallel_searches(service, counts: tuple[int, ...], per_thread: int) -> list[tuple[int, float]]:
-    """Retrieves per second with N threads searching at once (each its own queries)."""
+def parallel_query(seed: int, j: int) -> str:
+    """A query per thread and step. Its words are in the stored texts (bench_text), so in hybrid mode the keyword
+    leg ranks real matches (a rare number, a service, a region) rather than finding nothing."""
+    return f"deploy of service {(seed * 31 + j) % 97} in region {j % 13}, memory {seed * 7919 + j * 13 + 1}"
+
+
+def parallel_searches(
+    service, counts: tuple[int, ...], per_thread: int, mode: str = "semantic"
+) -> list[tuple[int, float, float]]:
+    """(threads, retrieves per second, cores used) with N threads searching at once (each its own queries). Cores
+    used = the process's CPU time over the wall time: how much of the machine the threads got, which on a shared
+    machine tells a lock (about 1 core whatever N) from a busy machine (the rate stalls, not the cores)."""
     results = []
     for threads in counts:
         barrier = threading.Barrier(threads + 1)
@@ -660,17 +674,72 @@ def parallel_searches(service, counts: tuple[int, ...], per_thread: int) -> list
         def worker(seed: int, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             for j in range(per_thread):
-                service.retrieve(f"parallel {seed} {j}", k=K, mode="semantic")
+                service.retrieve(parallel_query(seed, j), k=K, mode=mode)
 
         pool = [threading.Thread(target=worker, args=(s,)) for s in range(threads)]
         for thread in pool:
             thread.start()
         barrier.wait()
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), os.times()
         for thread in pool:
             thread.join()
-        results.append((threads, threads * per_thread / (time.perf_counter() - t)))
+        wall, used = time.perf_counter() - t, os.times()
+        cores = (used.user - cpu.user + used.system - cpu.system) / wall
+        results.append((threads, threads * per_thread / wall, cores))
     return results
+
+
+PARALLEL_COUNTS = (1, 2, 4)
+PARALLEL_MODES = ("semantic", "hybrid")
+HYBRID_SHARE = 5  # a hybrid retrieve costs ~30x a semantic one here (its keyword leg): fewer of them per thread
+
+
+def per_thread_for(mode: str, per_thread: int) -> int:
+    return per_thread if mode == "semantic" else max(10, per_thread // HYBRID_SHARE)
+
+
+def parallel_cells(rates: list[tuple[int, float, float]]) -> list[str]:
+    single = rates[0][1]
+    return [f"{rate:.0f} ({rate / single:.2f}x, {cores:.1f} cores)" for _, rate, cores in rates]
+
+
+def parallel_rows(data_dir: Path, per_thread: int, rounds: int) -> list[list]:
+    """The parallel-search table alone, on a populated data directory that nothing else writes to: for each mode,
+    `rounds` rounds of 1, 2, 4 threads; the median rate and cores used of each count, the rate's ratio to one
+    thread."""
+    service = open_service(data_dir)
+    try:
+        n = service.storage.db.count()
+        for mode in PARALLEL_MODES:  # warm the page cache and every thread's first use
+            parallel_searches(service, PARALLEL_COUNTS, 10, mode)
+        rows = []
+        for mode in PARALLEL_MODES:
+            runs = [
+                parallel_searches(service, PARALLEL_COUNTS, per_thread_for(mode, per_thread), mode)
+                for _ in range(rounds)
+            ]
+            medians = [
+                (threads, p50([run[i][1] for run in runs]), p50([run[i][2] for run in runs]))
+                for i, threads in enumerate(PARALLEL_COUNTS)
+            ]
+            rows.append([human(n), mode, *parallel_cells(medians)])
+            log(f"  parallel {mode}: {rows[-1]}")
+        return rows
+    finally:
+        service.close()
+
+
+def parallel_section(data_dir: Path, per_thread: int, rounds: int) -> None:
+    rows = parallel_rows(data_dir, per_thread, rounds)
+    emit("### Parallel searches\n")
+    emit(table(["memories", "mode", *[f"{t} thread(s) retrieves/s" for t in PARALLEL_COUNTS]], rows))
+    emit()
+    emit(
+        f"`MemoryService.retrieve(k={K})`, embedding excluded, faiss 1 thread; N threads retrieving at once, "
+        f"{per_thread} retrieves each ({per_thread_for('hybrid', per_thread)} in hybrid mode), in {rounds} rounds of "
+        "1, 2, 4 threads: the median rate, its ratio to one thread, and the cores the process used (CPU time / wall "
+        "time). Hybrid queries name words of the stored texts, so the keyword leg ranks real matches."
+    )
 
 
 def restart_probe(data_dir: str) -> None:
@@ -853,9 +922,9 @@ def scale_section(sizes: list[int], queries: int, work: Path, launches: int) -> 
     )
     rows = []
     for n, w in writes.items():
-        single = w["threads"][0][1]
-        rows.append([human(n), *[f"{rate:.0f} ({rate / single:.2f}x)" for _, rate in w["threads"]]])
-    emit(table(["memories", *[f"{t} thread(s) retrieves/s" for t, _ in writes[sizes[0]]["threads"]]], rows))
+        for mode, rates in w["threads"].items():
+            rows.append([human(n), mode, *parallel_cells(rates)])
+    emit(table(["memories", "mode", *[f"{t} thread(s) retrieves/s" for t in PARALLEL_COUNTS]], rows))
     emit()
     emit(
         table(
@@ -904,6 +973,12 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=3, help="restart launches per size (scale section)")
     parser.add_argument("--load-probe", nargs=2, metavar=("DATA_DIR", "MODE"), help=argparse.SUPPRESS)
     parser.add_argument("--restart-probe", metavar="DATA_DIR", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only-parallel",
+        metavar="DATA_DIR",
+        help="run only the parallel-search table, on this populated data directory (e.g. a copy of the cached one)",
+    )
+    parser.add_argument("--parallel-rounds", type=int, default=3, help="rounds of 1, 2, 4 threads (--only-parallel)")
     args = parser.parse_args()
     if args.load_probe:
         load_probe(*args.load_probe)
@@ -912,6 +987,10 @@ def main() -> None:
         restart_probe(args.restart_probe)
         return
     faiss.omp_set_num_threads(1)  # as the server runs (ltms sets OMP_NUM_THREADS=1)
+    if args.only_parallel:
+        header("Parallel searches")
+        parallel_section(Path(args.only_parallel), 200, args.parallel_rounds)
+        return
     if args.only_scale:
         header("Scale: the ltms index at 100k and 1M")
         work = CACHE / "work"

@@ -395,14 +395,17 @@ def test_an_unfiltered_retrieve_reads_rows_by_key_and_never_scans_a_table(data_d
     with MemoryService(hash_settings(data_dir), background_saves=False) as service:
         service.store_many([(t, None, None, None) for t in NEIGHBOURS])
         service.store(documents_text(3000))  # several chunks
-        conn = service.storage.db._conn  # type: ignore[attr-defined]
         statements: list[str] = []
-        conn.set_trace_callback(statements.append)
-        try:
-            for mode in MODES:
-                service.retrieve("zebra pond quarry handbook", k=5, mode=mode)
-        finally:
-            conn.set_trace_callback(None)
+        # This thread's read connection: the retrieves below read on it. Warmed first: FTS5 reads its small config
+        # table once per connection, by a scan.
+        service.retrieve("warm", k=1, mode="hybrid")
+        with service.storage.db._connection() as conn:  # type: ignore[attr-defined]
+            conn.set_trace_callback(statements.append)
+            try:
+                for mode in MODES:
+                    service.retrieve("zebra pond quarry handbook", k=5, mode=mode)
+            finally:
+                conn.set_trace_callback(None)
         queries = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")]
         assert any("chunks" in sql for sql in queries) and any("memory_fts" in sql for sql in queries)
         scans = [

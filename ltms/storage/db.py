@@ -17,13 +17,15 @@ recall@10 (docs/retrieval.md).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,7 +220,9 @@ def _statements(script: str) -> list[str]:
 
 
 class Database:
-    """One connection, shared by the threads of one process under a lock.
+    """One write connection, shared by the threads of one process under a lock, and one read connection per
+    reading thread (`_ThreadConnections`), so reads run in parallel with each other and with a write transaction.
+    A thread inside a write transaction reads on the write connection: it sees its own uncommitted changes.
 
     `read_only`: the file must exist already; it is opened with `connect_readonly` (never created, migrated or
     written; on read-only media it works too), and every write transaction fails."""
@@ -234,8 +238,12 @@ class Database:
         self.read_only = read_only
         self.applied_migrations: tuple[int, ...] = ()  # the steps this open applied
         self._lock = threading.RLock()
+        self._writer: int | None = None  # the thread inside a write transaction, if any
         if read_only:
             self._conn, self.how = connect_readonly(path)
+            self._readers = _ThreadConnections(
+                functools.partial(self._open_reader, functools.partial(_connect, _readonly_uri(path, self.how)))
+            )
             self._identity = self._file_identity()
             try:
                 found = self.schema_version()
@@ -252,6 +260,9 @@ class Database:
                 raise
             return
         self.how = "read-write"
+        self._readers = _ThreadConnections(
+            functools.partial(self._open_reader, functools.partial(_connect_reader, path))
+        )
         try:
             # Owner-only from the start; SQLite gives the -wal and -shm files the database file's mode.
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -285,6 +296,7 @@ class Database:
                 time.sleep(0.02)
 
     def close(self) -> None:
+        self._readers.close()
         with self._lock:
             self._conn.close()
 
@@ -320,7 +332,7 @@ class Database:
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
-        with self._lock:
+        with self._lock, self._writing():
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -353,6 +365,15 @@ class Database:
         with self.write() as conn:
             yield SqliteTransaction(conn)
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Mark this thread as the writer (under `_lock`): its reads go to the write connection meanwhile."""
+        outer, self._writer = self._writer, threading.get_ident()
+        try:
+            yield
+        finally:
+            self._writer = outer
+
     def _file_identity(self) -> tuple[int, int] | None:
         """(device, inode) of the file now at `path`, None if there is none."""
         try:
@@ -369,20 +390,48 @@ class Database:
 
     @contextlib.contextmanager
     def read_transaction(self) -> Iterator[None]:
-        """Every query inside sees the same committed state (WAL snapshot isolation)."""
-        with self._lock:
-            self._conn.execute("BEGIN")
+        """Every query inside (on this thread) sees the same committed state (WAL snapshot isolation)."""
+        with self._connection() as conn:
+            conn.execute("BEGIN")
             try:
                 yield
             finally:
-                self._conn.execute("COMMIT")
+                conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """The connection this thread reads on (see `_pick`), held for the duration."""
+        lock, conn = self._pick()
+        with lock:
+            yield conn
+
+    def _pick(self) -> tuple[threading.RLock, sqlite3.Connection]:
+        """The connection this thread reads on and the lock to hold while it does (close() waits for it): the write
+        connection inside this thread's own write transaction, else the thread's own read connection."""
+        if self._writer != threading.get_ident():  # only this thread sets it to its own id, under `_lock`
+            reader = self._readers.reader()
+            if reader is not None:
+                return reader.lock, reader.conn
+        return self._lock, self._conn
+
+    def _open_reader(self, connect: Callable[[], sqlite3.Connection]) -> sqlite3.Connection | None:
+        """A new read connection, or None when the file at `path` is no longer the one this process opened (deleted
+        or replaced): reads then go on from the file it holds, on the write connection (writes are refused)."""
+        if self._file_identity() != self._identity:
+            return None
+        conn = connect()
+        if self._file_identity() != self._identity:  # replaced while opening
+            conn.close()
+            return None
+        return conn
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            try:
-                return self._conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise StorageError("read from", self.path, exc) from exc
+        try:
+            lock, conn = self._pick()  # not `_connection()`: a generator costs microseconds on every query
+            with lock:
+                return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError("read from", self.path, exc) from exc
 
     # -- meta -----------------------------------------------------------------------------------------------------
 
@@ -691,6 +740,78 @@ class Database:
                 Database.set_meta(conn, "changes_pruned_through", str(target))
 
 
+class _Reader:
+    """A thread's read connection and the lock its reads hold (close() takes it: it never closes a connection
+    under a read)."""
+
+    __slots__ = ("__weakref__", "conn", "lock")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.lock = threading.RLock()
+
+
+class _ThreadConnections:
+    """One read connection per thread, opened on the thread's first read. It is closed when the thread ends (its
+    thread-local slot is dropped: a server's worker threads come and go) or by close(), whichever comes first."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection | None]) -> None:
+        self._connect = connect
+        self._local = threading.local()
+        # What close() closes: id(reader) -> (its connection, its lock). Not the reader itself, whose only strong
+        # reference must be the thread's slot, so that it dies with the thread.
+        self._open: dict[int, tuple[sqlite3.Connection, threading.RLock]] = {}
+        self._guard = threading.Lock()
+        self._closed = False
+
+    def reader(self) -> _Reader | None:
+        """This thread's reader (opened now if it has none), or None if `connect` could not give one."""
+        reader: _Reader | None = getattr(self._local, "reader", None)
+        return reader if reader is not None else self._open_one()
+
+    def _open_one(self) -> _Reader | None:
+        if self._closed:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        conn = self._connect()
+        if conn is None:
+            return None
+        reader = _Reader(conn)
+        with self._guard:
+            if self._closed:
+                reader.conn.close()
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            self._open[id(reader)] = (reader.conn, reader.lock)
+        # Not a bound method: the finalizer must not keep this object (and so every thread's slot) alive.
+        finalizer = weakref.finalize(reader, _close_reader, self._open, self._guard, id(reader))
+        finalizer.atexit = False  # at exit the process closes its files anyway; a daemon thread may be reading
+        self._local.reader = reader
+        return reader
+
+    def count(self) -> int:
+        """How many read connections are open."""
+        with self._guard:
+            return len(self._open)
+
+    def close(self) -> None:
+        with self._guard:
+            self._closed = True
+            readers = list(self._open.values())
+            self._open.clear()
+        for conn, lock in readers:
+            with lock:
+                conn.close()
+
+
+def _close_reader(
+    registry: dict[int, tuple[sqlite3.Connection, threading.RLock]], guard: threading.Lock, key: int
+) -> None:
+    """The owning thread ended (or the pool was dropped): nothing can be reading on its connection any more."""
+    with guard:
+        entry = registry.pop(key, None)
+    if entry is not None:
+        entry[0].close()
+
+
 class SqliteTransaction:
     """The embedded backend's unit of work (see ltms.storage.base.Transaction)."""
 
@@ -789,6 +910,24 @@ def connect_readonly(path: Path) -> tuple[sqlite3.Connection, str]:
             raise StorageError("open the database read-only", path, exc) from exc
     except sqlite3.Error as exc:
         raise StorageError("open the database read-only", path, exc) from exc
+
+
+def _readonly_uri(path: Path, how: str) -> str:
+    """The URI `connect_readonly` opened `path` with, given how it did (see there)."""
+    uri = path.absolute().as_uri() + "?mode=ro"
+    return uri + "&immutable=1" if how.startswith("immutable") else uri
+
+
+def _connect_reader(path: Path) -> sqlite3.Connection:
+    """A read connection beside a read-write one: the file exists (never created here), and query_only makes
+    certain nothing is ever written through it."""
+    conn = _connect(path.absolute().as_uri() + "?mode=rw")
+    try:
+        conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _connect(uri: str) -> sqlite3.Connection:
