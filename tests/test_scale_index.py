@@ -81,7 +81,7 @@ def test_search_over_a_subset_of_memories_is_exact_and_one_hit_per_memory() -> N
     hits = index.search_memories(vectors[150], 3, np.asarray([5, 9, 151, 999]))
     assert [key >> KEY_BITS for key, _ in hits][:2] in ([5, 151], [151, 5])
     assert len(hits) == 3 and len({key >> KEY_BITS for key, _ in hits}) == 3
-    assert hits[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert hits[0][1] == pytest.approx(1.0, abs=1e-3)  # vectors are kept at float16
 
 
 def test_an_incremental_hnsw_compaction_keeps_positions_and_tombstones(tmp_path: Path) -> None:

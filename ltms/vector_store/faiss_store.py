@@ -29,7 +29,8 @@ from ltms.vector_store.chunk_index import FaissIndex, SnapshotFormatError, read_
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 3  # 2: chunk keys (memory id << 16 | ordinal); 3: base + keys + tombstones (chunk_index.py)
+MANIFEST_FORMAT = 4  # 2: chunk keys (memory id << 16 | ordinal); 3: base + keys + tombstones (chunk_index.py);
+# 4: float16 vectors (an older snapshot is foreign: rebuilt from SQLite, never read as float16)
 
 
 class SnapshotMissing(Exception):
