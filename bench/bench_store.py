@@ -50,6 +50,8 @@ from common import (
     table,
 )
 
+from ltms.vector_store import halfvec
+
 LABEL = "bench-precomputed-384"
 
 
@@ -92,10 +94,10 @@ def load_vectors(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     from common import db_path
 
     conn = sqlite3.connect(str(db_path(data_dir)))
-    rows = conn.execute("SELECT memory_id, embedding FROM chunks WHERE ordinal = 0 ORDER BY memory_id").fetchall()
+    rows = conn.execute("SELECT key >> 16, embedding FROM chunks WHERE key & 65535 = 0 ORDER BY key").fetchall()
     conn.close()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), DIM)
+    vectors = halfvec.decode_many([r[1] for r in rows], DIM)
     return ids, vectors
 
 
