@@ -456,15 +456,12 @@ def recall_rows(label: str, index, queries: np.ndarray, efs: tuple[int, ...], ex
     return rows
 
 
-def float16_rows(efs: tuple[int, ...], clustered_n: int) -> list[list]:
+def float16_rows(efs: tuple[int, ...], clustered_n: int, sentences: np.ndarray) -> list[list]:
     """recall@10 of ltms's index (float16 codes: exact scan and HNSW) against an exact float32 search of the original
     vectors: what keeping vectors at float16 costs, on clustered vectors and on MiniLM vectors of real sentences."""
-    from text_corpus import minilm_corpus
-
     from ltms.storage.embedded import HNSW_PARAMS
     from ltms.vector_store.chunk_index import EXACT, HNSW, KEY_BITS, FaissIndex
 
-    _texts, sentences = minilm_corpus()
     x, q = clustered(clustered_n, 11, max(10, clustered_n // 100))
     sets = [
         (f"clustered {human(clustered_n)}", x, q),
@@ -493,14 +490,11 @@ def float16_rows(efs: tuple[int, ...], clustered_n: int) -> list[list]:
     return rows
 
 
-def minilm_rows(efs: tuple[int, ...]) -> list[list]:
+def minilm_rows(efs: tuple[int, ...], vectors: np.ndarray) -> list[list]:
     """HNSW (ltms's parameters) over MiniLM vectors of real sentences; queries are held-out sentences."""
-    from text_corpus import minilm_corpus
-
     from ltms.storage.embedded import HNSW_PARAMS
     from ltms.vector_store.chunk_index import HNSW, KEY_BITS, FaissIndex
 
-    _texts, vectors = minilm_corpus()
     held_out = 300
     index = FaissIndex(DIM)
     index.add(np.arange(1, len(vectors) - held_out + 1, dtype=np.int64) << KEY_BITS, vectors[held_out:])
@@ -799,10 +793,13 @@ def scale_section(sizes: list[int], queries: int, work: Path, launches: int) -> 
         restarts += restart_rows(data_dir, n, launches)
         disks += disk_rows(data_dir, n)
         writes[n] = write_rows(data_dir, n, work)
+    from text_corpus import minilm_corpus
+
     log("scale: MiniLM corpus")
-    recall += minilm_rows(efs)
+    _texts, sentences = minilm_corpus()  # once: the sentence list grows with the modules imported meanwhile
+    recall += minilm_rows(efs, sentences)
     log("scale: float16 against float32")
-    halves = float16_rows((64, 128, 256), sizes[0])
+    halves = float16_rows((64, 128, 256), sizes[0], sentences)
     thresholds = threshold_rows(cached_data_dir(sizes[0], LABEL), (10_000, 25_000, 50_000, 100_000))
 
     from ltms.storage.embedded import EXACT_SUBSET_LIMIT, HNSW_PARAMS, HNSW_THRESHOLD

@@ -224,6 +224,20 @@ def _v3_half_precision_chunks(context: MigrationContext, progress: Progress | No
     conn = context.conn
     for statement in _statements(_V3_SCHEMA):
         conn.execute(statement)
+    # secure_delete (on in many builds) would zero every freed page through the WAL: gigabytes at 1M memories, for
+    # vectors that stay in the new table (and VACUUM drops the free pages afterwards).
+    secure = conn.execute("PRAGMA secure_delete").fetchone()[0]
+    conn.execute("PRAGMA secure_delete = FAST")
+    try:
+        _copy_chunks_to_v3(conn, context.path, progress)
+    finally:
+        conn.execute(f"PRAGMA secure_delete = {int(secure)}")
+    conn.execute("DROP TABLE chunks")
+    conn.execute("ALTER TABLE chunks_v3 RENAME TO chunks")
+    conn.execute(_V3_DELETE_TRIGGER.strip())
+
+
+def _copy_chunks_to_v3(conn: sqlite3.Connection, path: Path, progress: Progress | None) -> None:
     total = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
     done = 0
     last = (-1, -1)
@@ -237,16 +251,13 @@ def _v3_half_precision_chunks(context: MigrationContext, progress: Progress | No
             break
         conn.executemany(
             "INSERT INTO chunks_v3(key, start_char, end_char, embedding) VALUES (?, ?, ?, ?)",
-            [((int(m) << CHUNK_BITS) | int(o), s, e, _v2_to_v3_blob(blob, context.path)) for m, o, s, e, blob in rows],
+            [((int(m) << CHUNK_BITS) | int(o), s, e, _v2_to_v3_blob(blob, path)) for m, o, s, e, blob in rows],
         )
         first, last = (int(rows[0][0]), int(rows[0][1])), (int(rows[-1][0]), int(rows[-1][1]))
         conn.execute("DELETE FROM chunks WHERE (memory_id, ordinal) BETWEEN (?, ?) AND (?, ?)", (*first, *last))
         done += len(rows)
         if progress:
             progress(done, total)
-    conn.execute("DROP TABLE chunks")
-    conn.execute("ALTER TABLE chunks_v3 RENAME TO chunks")
-    conn.execute(_V3_DELETE_TRIGGER.strip())
 
 
 def _v2_to_v3_blob(blob: bytes, path: Path) -> bytes:
@@ -399,6 +410,8 @@ class Database:
                 return
             try:
                 self._conn.execute("VACUUM")
+                # The WAL grew to hold the whole upgrade: give that back too (the next writes start it small).
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
                 log.warning("%s: the space the upgrade freed stays inside the file (VACUUM failed: %s)", self.path, exc)
 
