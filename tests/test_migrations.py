@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from ltms.storage.migrations import SchemaTooNew
 from ltms.vector_store import halfvec
 from ltms.vector_store.faiss_store import FaissIndex, SnapshotStore
 from tests.helpers import child_env, close_pipes, hash_settings
+from tests.ops_helpers import ltmc
 
 # Release 0.1's schema (ltms/storage/db.py on main, SCHEMA_VERSION = 1), verbatim.
 V1_SCHEMA = """
@@ -465,3 +467,27 @@ def test_a_database_newer_than_the_code_is_refused_with_one_clear_line(data_dir:
     assert len(errors) == 1 and "99" in errors[0] and errors[0].startswith("ltmc: error:"), result.stderr
     assert "Traceback" not in result.stderr
     assert db.read_bytes() == before and inspect(data_dir).version == 99  # nothing was changed
+
+
+def exported(data_dir: Path, target: Path) -> list[dict[str, Any]]:
+    result = ltmc("export", str(target), "--with-embeddings", data_dir=data_dir, cwd=target.parent)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in target.read_text().splitlines()]
+
+
+def test_export_writes_the_same_lines_before_and_after_the_float16_upgrade(data_dir: Path, tmp_path: Path) -> None:
+    """The file format does not change: a schema-2 store (exported read-only, not upgraded) and the same store after
+    the upgrade give the same memories and spans; each vector is the float32 one rounded to float16."""
+    texts = [long_text(i) if i % 10 == 3 else short_text(i) for i in range(20)]
+    upgrade_to_v2(write_v1_store(data_dir, texts))
+    before = exported(data_dir, tmp_path / "before.jsonl")
+    assert is_v2(inspect(data_dir), len(texts))  # export never upgrades
+    MemoryService(hash_settings(data_dir)).close()
+    after = exported(data_dir, tmp_path / "after.jsonl")
+    assert len(after) == len(before) == len(texts)
+    for old, new in zip(before, after, strict=True):
+        old_vectors = [chunk.pop("embedding") for chunk in old["chunks"]]
+        new_vectors = [chunk.pop("embedding") for chunk in new["chunks"]]
+        assert new == old
+        rounded = [np.asarray(v, dtype=np.float32).astype(np.float16).astype(np.float32).tolist() for v in old_vectors]
+        assert new_vectors == rounded
