@@ -200,3 +200,17 @@ def test_the_index_holds_exactly_the_float16_values_and_base_and_delta_score_ali
     from_base, from_delta = base.search(query, 20), delta.search(query, 20)
     assert from_base == from_delta  # same keys, same scores, bit for bit
     assert from_base[0][1] == pytest.approx(float(np.max(half @ query)), abs=1e-6)
+
+
+def test_the_copy_an_incremental_save_adds_to_has_the_same_graph_and_answers() -> None:
+    index, vectors = built(HNSW, 500)
+    base = index._base
+    copy = base.copy_with_room(10)
+    for name in ("levels", "offsets", "neighbors", "assign_probas", "cum_nneighbor_per_level"):
+        source, copied = getattr(base.index.hnsw, name), getattr(copy.hnsw, name)
+        assert np.array_equal(faiss.vector_to_array(copied), faiss.vector_to_array(source)), name
+    assert (copy.hnsw.entry_point, copy.hnsw.max_level) == (base.index.hnsw.entry_point, base.index.hnsw.max_level)
+    for query in vectors[:20]:
+        assert (
+            copy.search(query.reshape(1, -1), 10)[1].tolist() == base.index.search(query.reshape(1, -1), 10)[1].tolist()
+        )
