@@ -218,7 +218,13 @@ def sync_steps(n: int, rounds: int, work: Path) -> None:
         return f"{ms(p50(xs))} / {ms(pct(xs, 99))} / {ms(max(xs))}"
 
     rows = [
-        [name, f"{np.median(f['save']):.1f}", len(f["during"]), spread(f["during"]), spread(f["without"])]
+        [
+            name,
+            f"{np.median(f['save']):.1f}",
+            f"{len(f['during']) / sum(f['save']):.0f} / {len(f['without']) / (3.0 * rounds):.0f}",
+            spread(f["during"]),
+            spread(f["without"]),
+        ]
         for name, f in found.items()
     ]
     emit(f"### The snapshot writer's sync step, {human(n)} memories, {rounds} saves each\n")
@@ -227,7 +233,7 @@ def sync_steps(n: int, rounds: int, work: Path) -> None:
             [
                 "sync step",
                 "save s (median)",
-                "stores during saves",
+                "stores/s during / without a save",
                 "during: p50 / p99 / max ms",
                 "without: p50 / p99 / max ms",
             ],
