@@ -359,8 +359,9 @@ class _HashingWriter:
     the journal) and waits for the step before it, so at most two steps are ever dirty; without sync_file_range it
     fdatasyncs each step. The final fsync is atomic_writer's."""
 
-    # bench_store.py --sync-steps, 1M memories, stores back to back during a save: with these, store p99 8.1 ms (7.8
-    # without a save) and max 99 ms (104); with fdatasync every 64 MiB, 16.4 ms and 330 ms, and p50 0.5 -> 3.9 ms.
+    # bench_store.py --sync-steps 1000000 (stores back to back during saves, three runs): with sync_file_range the
+    # longest store was 45-112 ms (24-98 without a save), with an fdatasync every 64 MiB 330-496 ms. 4 or 64 MiB steps
+    # made no consistent difference; the smaller bounds what one commit can wait behind.
     SYNC_EVERY = 4 * 2**20
     ROLLING = True  # sync_file_range where the platform has it; False: fdatasync every step
 
