@@ -390,7 +390,8 @@ def test_vector_search_returns_memories_by_their_best_chunk(store: Storage) -> N
     )
     hits = store.vector_search(target, 3, Filter())
     assert [h.memory_id for h in hits] == [long_one, short_one, far_one]  # each memory once
-    assert hits[0].similarity == pytest.approx(float(chunks[1] @ target), abs=1e-5)
+    # 1e-3: float16 vectors are unit only to ~1e-4, and PostgreSQL's cosine divides by the norms where SQLite does not
+    assert hits[0].similarity == pytest.approx(float(chunks[1] @ target), abs=1e-3)
     stored = {s.memory.id: s for s in store.iter_stored()}
     assert (hits[0].start, hits[0].end) == (stored[long_one].chunks[1].start, stored[long_one].chunks[1].end)
     assert hits[0].similarity > hits[1].similarity > hits[2].similarity
