@@ -50,6 +50,8 @@ from common import (
     table,
 )
 
+from ltms.vector_store import halfvec
+
 LABEL = "bench-precomputed-384"
 
 
@@ -92,10 +94,10 @@ def load_vectors(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     from common import db_path
 
     conn = sqlite3.connect(str(db_path(data_dir)))
-    rows = conn.execute("SELECT memory_id, embedding FROM chunks WHERE ordinal = 0 ORDER BY memory_id").fetchall()
+    rows = conn.execute("SELECT key >> 16, embedding FROM chunks WHERE key & 65535 = 0 ORDER BY key").fetchall()
     conn.close()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), DIM)
+    vectors = halfvec.decode_many([r[1] for r in rows], DIM)
     return ids, vectors
 
 
@@ -157,6 +159,88 @@ def stores_during_save(service, n: int) -> dict:
         "count": len(lat),
         "p50": p50(lat) if lat else float("nan"),
     }
+
+
+SYNC_STEPS = {
+    "fdatasync every 64 MiB": (64, False),
+    "sync_file_range every 64 MiB": (64, True),
+    "sync_file_range every 4 MiB": (4, True),
+}
+
+
+def sync_steps(n: int, rounds: int, work: Path) -> None:
+    """How the snapshot writer's sync step changes the stores that run during a save: each way in turn, `rounds`
+    times, a forced save on a thread while the main thread stores back to back, after 3 s of stores without one."""
+    from ltms.service import MemoryService
+    from ltms.vector_store import faiss_store
+
+    data_dir = scratch_copy(cached_data_dir(n, LABEL), work / f"sync-{n}")
+    service = MemoryService(settings_for(data_dir), embedder=PrecomputedEmbedder(LABEL, seed=3), background_saves=False)
+    found = {name: {"save": [], "during": [], "without": []} for name in SYNC_STEPS}
+    count = 0
+
+    def store_until(event: threading.Event, out: list[float]) -> None:
+        nonlocal count
+        while not event.is_set():
+            t = time.perf_counter()
+            service.store(f"sync step bench {count}: rotate host {count % 41} in zone {count % 7}")
+            out.append(time.perf_counter() - t)
+            count += 1
+
+    writer = faiss_store._HashingWriter
+    saved = writer.SYNC_EVERY, writer.ROLLING
+    try:
+        for r in range(rounds):
+            for name, (step, rolling) in SYNC_STEPS.items():
+                writer.SYNC_EVERY, writer.ROLLING = step * 2**20, rolling
+                quiet = threading.Event()
+                threading.Timer(3.0, quiet.set).start()
+                store_until(quiet, found[name]["without"])
+                done = threading.Event()
+
+                def save(name: str = name, done: threading.Event = done) -> None:
+                    t = time.perf_counter()
+                    service.save_snapshot(force=True)
+                    found[name]["save"].append(time.perf_counter() - t)
+                    done.set()
+
+                thread = threading.Thread(target=save)
+                thread.start()
+                store_until(done, found[name]["during"])
+                thread.join()
+                log(f"  sync steps round {r}, {name}: save {found[name]['save'][-1]:.1f} s")
+    finally:
+        writer.SYNC_EVERY, writer.ROLLING = saved
+        service.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    def spread(xs: list[float]) -> str:
+        return f"{ms(p50(xs))} / {ms(pct(xs, 99))} / {ms(max(xs))}"
+
+    rows = [
+        [
+            name,
+            f"{np.median(f['save']):.1f}",
+            f"{len(f['during']) / sum(f['save']):.0f} / {len(f['without']) / (3.0 * rounds):.0f}",
+            spread(f["during"]),
+            spread(f["without"]),
+        ]
+        for name, f in found.items()
+    ]
+    emit(f"### The snapshot writer's sync step, {human(n)} memories, {rounds} saves each\n")
+    emit(
+        table(
+            [
+                "sync step",
+                "save s (median)",
+                "stores/s during / without a save",
+                "during: p50 / p99 / max ms",
+                "without: p50 / p99 / max ms",
+            ],
+            rows,
+        )
+    )
+    emit()
 
 
 def run_size(n: int, stores: int, naive_stores: int, work: Path, rounds: int = 4) -> dict:
@@ -248,7 +332,16 @@ def main() -> None:
         help="about this many seconds of naive stores per size (at least 10 stores)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, < 1 minute")
+    parser.add_argument(
+        "--sync-steps", type=int, metavar="N", help="only compare the snapshot sync steps at N memories"
+    )
+    parser.add_argument("--sync-rounds", type=int, default=4)
     args = parser.parse_args()
+    if args.sync_steps:
+        header("Store latency during snapshot saves, by sync step")
+        (CACHE / "work").mkdir(parents=True, exist_ok=True)
+        sync_steps(args.sync_steps, args.sync_rounds, CACHE / "work")
+        return
     if args.quick:
         args.sizes, args.naive_sizes, args.stores, args.naive_budget = "1000,5000", "1000,5000", 200, 2.0
         args.big = ""

@@ -38,7 +38,7 @@ def test_ids_are_the_given_ids_and_search_ranks_by_inner_product() -> None:
     index.add(np.arange(100, 110), vectors)
     best = index.search(vectors[3], 3)
     assert best[0][0] == 103
-    assert best[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert best[0][1] == pytest.approx(1.0, abs=1e-3)  # vectors are kept at float16
     assert [score for _, score in best] == sorted((score for _, score in best), reverse=True)
 
 

@@ -1,5 +1,5 @@
-"""Upgrading a data directory written by the previous release (schema 1), a kill -9 in the middle of it, and a
-database newer than the code.
+"""Upgrading a data directory written by an earlier release (schema 1: release 0.1; schema 2: float32 chunks), a kill
+-9 in the middle of it, and a database newer than the code.
 
 The schema-1 fixture is written with plain sqlite3 and faiss the way release 0.1 (`main` before the storage seam)
 wrote it: one row per memory with its whole-text embedding in `memories.embedding`, no chunks and no full-text
@@ -9,6 +9,7 @@ frozen here on purpose: it is what is on users' disks, whatever the current code
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,15 +20,20 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from ltms.embeddings.hashing import HashingEmbedder
+from ltms.retrieval.chunking import Chunker
 from ltms.service import MODES, MemoryService, content_hash
+from ltms.storage import db as sqlite_db
 from ltms.storage.migrations import SchemaTooNew
+from ltms.vector_store import halfvec
 from ltms.vector_store.faiss_store import FaissIndex, SnapshotStore
 from tests.helpers import child_env, close_pipes, hash_settings
+from tests.ops_helpers import ltmc
 
 # Release 0.1's schema (ltms/storage/db.py on main, SCHEMA_VERSION = 1), verbatim.
 V1_SCHEMA = """
@@ -143,6 +149,7 @@ class State:
     memory_columns: set[str]
     memories: int
     memories_with_chunks: int
+    chunk_columns: set[str]
 
 
 def inspect(data_dir: Path) -> State:
@@ -156,9 +163,10 @@ def inspect(data_dir: Path) -> State:
         with_chunks = (
             conn.execute("SELECT count(DISTINCT memory_id) FROM chunks").fetchone()[0] if "chunks" in tables else 0
         )
+        chunk_columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
     finally:
         conn.close()
-    return State(version, tables, columns, memories, with_chunks)
+    return State(version, tables, columns, memories, with_chunks, chunk_columns)
 
 
 def is_v1(state: State, memories: int) -> bool:
@@ -175,6 +183,20 @@ def is_v2(state: State, memories: int) -> bool:
     return (
         state.version == 2
         and "chunks" in state.tables
+        and "chunks_v3" not in state.tables
+        and "key" not in state.chunk_columns
+        and "memory_fts" in state.tables
+        and "embedding" not in state.memory_columns
+        and state.memories == state.memories_with_chunks == memories
+    )
+
+
+def is_v3(state: State, memories: int) -> bool:
+    """The current schema: chunks keyed by chunk key (float16 vectors), full-text index, no per-memory vector."""
+    return (
+        state.version == 3
+        and "key" in state.chunk_columns
+        and "chunks_v3" not in state.tables
         and "memory_fts" in state.tables
         and "embedding" not in state.memory_columns
         and state.memories == state.memories_with_chunks == memories
@@ -186,7 +208,7 @@ def assert_upgraded_and_searchable(store: V1Store) -> None:
     in every mode (and by the right id)."""
     n = len(store.texts)
     with MemoryService(hash_settings(store.data_dir)) as service:
-        assert is_v2(inspect(store.data_dir), n), inspect(store.data_dir)
+        assert is_v3(inspect(store.data_dir), n), inspect(store.data_dir)
         assert service.stats()["memories"] == n
         for memory_id in (1, n // 2, n):
             memory = service.get(memory_id)
@@ -222,8 +244,9 @@ def test_a_release_0_1_data_directory_is_upgraded_in_place(data_dir: Path) -> No
     assert is_v1(inspect(data_dir), len(texts))
     progress: list[tuple[int, int]] = []
     MemoryService(hash_settings(data_dir), progress=lambda done, total: progress.append((done, total))).close()
-    assert progress and progress[-1] == (len(texts), len(texts))
-    # A memory that fits one window keeps the vector release 0.1 stored (no re-embedding); a long one is chunked.
+    assert (len(texts), len(texts)) in progress  # every memory went through the chunking step
+    # A memory that fits one window keeps the vector release 0.1 stored, at float16 (no re-embedding); a long one is
+    # chunked.
     conn = sqlite3.connect(hash_settings(data_dir).paths.db_path)
     chunks = conn.execute("SELECT memory_id, count(*), min(embedding) FROM chunks GROUP BY memory_id").fetchall()
     conn.close()
@@ -231,7 +254,7 @@ def test_a_release_0_1_data_directory_is_upgraded_in_place(data_dir: Path) -> No
         if "heliotrope" in texts[memory_id - 1]:
             assert count > 1
         else:
-            assert count == 1 and first == old_vectors[memory_id]
+            assert count == 1 and first == halfvec.encode(np.frombuffer(old_vectors[memory_id], dtype=np.float32))
     # The old snapshot (memory-id keys) was moved aside, never trusted, never deleted.
     assert list(data_dir.glob("*.bad-*")), sorted(p.name for p in data_dir.iterdir())
     assert_upgraded_and_searchable(store)
@@ -329,10 +352,94 @@ def test_a_kill_9_during_the_upgrade_leaves_the_old_state_or_the_new_one(
     assert child.returncode == -signal.SIGKILL, line
     state = inspect(store.data_dir)
     if pause_at == "never":
-        assert is_v1(state, n) or is_v2(state, n), state
+        assert is_v1(state, n) or is_v3(state, n), state
     else:  # killed inside the transaction: none of it may be visible
         assert is_v1(state, n), state
     assert_upgraded_and_searchable(store)  # the next open completes the upgrade
+
+
+# -- schema 2 -> 3: chunk vectors at float16, keyed by chunk key -------------------------------------------------
+
+
+def upgrade_to_v2(store: V1Store) -> V1Store:
+    """Apply schema 2 only (with that step's own code, which never changes), as release 0.2 left a store."""
+    paths = hash_settings(store.data_dir).paths
+    current = sqlite_db.MIGRATIONS
+    sqlite_db.MIGRATIONS = current[:2]
+    try:
+        sqlite_db.Database(paths.db_path, chunker=Chunker(HashingEmbedder())).close()
+    finally:
+        sqlite_db.MIGRATIONS = current
+    assert is_v2(inspect(store.data_dir), len(store.texts))
+    return store
+
+
+V2_CHUNKS = "SELECT memory_id, ordinal, start_char, end_char, embedding FROM chunks ORDER BY memory_id, ordinal"
+
+
+def test_a_schema_2_store_moves_to_float16_chunks_in_place(data_dir: Path) -> None:
+    texts = [long_text(i) if i % 10 == 3 else short_text(i) for i in range(300)]
+    store = upgrade_to_v2(write_v1_store(data_dir, texts, tags={2: ["pinned"]}))
+    db = hash_settings(data_dir).paths.db_path
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        old = conn.execute(V2_CHUNKS).fetchall()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size_before = db.stat().st_size
+    progress: list[tuple[int, int]] = []
+    with MemoryService(hash_settings(data_dir), progress=lambda done, total: progress.append((done, total))):
+        wal = db.with_name(db.name + "-wal")  # it held the whole upgrade: truncated afterwards, not left that size
+        assert not wal.exists() or wal.stat().st_size < size_before // 4
+    assert progress[-1] == (len(old), len(old))  # counted in chunks
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        new = conn.execute(V2_CHUNKS).fetchall()
+        keys = [row[0] for row in conn.execute("SELECT key FROM chunks ORDER BY key")]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    # Every chunk kept: same memory, ordinal and span; its float32 vector rounded to float16, nothing else.
+    assert new == [(m, o, s, e, halfvec.encode(np.frombuffer(blob, dtype=np.float32))) for m, o, s, e, blob in old]
+    assert keys == [(m << sqlite_db.CHUNK_BITS) | o for m, o, *_ in old]
+    assert free == 0 and db.stat().st_size < size_before  # the pages the old table held went back to the disk
+    assert_upgraded_and_searchable(store)
+
+
+def test_deleting_a_memory_deletes_its_chunks_by_key_range(data_dir: Path) -> None:
+    with MemoryService(hash_settings(data_dir), background_saves=False) as service:
+        gone = service.store(long_text(1)).id
+        kept = service.store(long_text(2)).id
+        service.delete(gone)
+        assert [h.memory.id for h in service.retrieve("heliotrope1", k=5, mode="semantic")] == [kept]
+    with contextlib.closing(sqlite3.connect(hash_settings(data_dir).paths.db_path)) as conn:
+        left = {row[0] for row in conn.execute("SELECT memory_id FROM chunks")}
+        trigger = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'memories_chunks_delete'").fetchone()[0]
+        body = trigger.split("BEGIN", 1)[1].rsplit("END", 1)[0].strip().rstrip(";").replace("old.id", "?")
+        plan = " ".join(str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {body}", (gone, gone)))
+    assert left == {kept}
+    assert "SEARCH chunks USING INTEGER PRIMARY KEY" in plan, plan  # a range seek, never a scan of every chunk
+
+
+@pytest.fixture(scope="module")
+def big_v2_store(big_v1_store: V1Store, tmp_path_factory: pytest.TempPathFactory) -> V1Store:
+    return upgrade_to_v2(copy_store(big_v1_store, tmp_path_factory.mktemp("big2") / "data"))
+
+
+@pytest.mark.parametrize(
+    ("pause_at", "kill_at"),
+    [("first", "first"), ("last", "last"), ("never", "first")],  # as for schema 1 above
+)
+def test_a_kill_9_during_the_float16_upgrade_leaves_schema_2_or_3(
+    big_v2_store: V1Store, tmp_path: Path, pause_at: str, kill_at: str
+) -> None:
+    store = copy_store(big_v2_store, tmp_path / "data")
+    n = len(store.texts)
+    child = start_upgrade(store.data_dir, pause_at)
+    line = kill_at_progress(child, kill_at)
+    assert child.returncode == -signal.SIGKILL, line
+    state = inspect(store.data_dir)
+    if pause_at == "never":
+        assert is_v2(state, n) or is_v3(state, n), state
+    else:
+        assert is_v2(state, n), state
+    assert_upgraded_and_searchable(store)
 
 
 # -- newer than the code --------------------------------------------------------------------------------------------
@@ -360,3 +467,27 @@ def test_a_database_newer_than_the_code_is_refused_with_one_clear_line(data_dir:
     assert len(errors) == 1 and "99" in errors[0] and errors[0].startswith("ltmc: error:"), result.stderr
     assert "Traceback" not in result.stderr
     assert db.read_bytes() == before and inspect(data_dir).version == 99  # nothing was changed
+
+
+def exported(data_dir: Path, target: Path) -> list[dict[str, Any]]:
+    result = ltmc("export", str(target), "--with-embeddings", data_dir=data_dir, cwd=target.parent)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in target.read_text().splitlines()]
+
+
+def test_export_writes_the_same_lines_before_and_after_the_float16_upgrade(data_dir: Path, tmp_path: Path) -> None:
+    """The file format does not change: a schema-2 store (exported read-only, not upgraded) and the same store after
+    the upgrade give the same memories and spans; each vector is the float32 one rounded to float16."""
+    texts = [long_text(i) if i % 10 == 3 else short_text(i) for i in range(20)]
+    upgrade_to_v2(write_v1_store(data_dir, texts))
+    before = exported(data_dir, tmp_path / "before.jsonl")
+    assert is_v2(inspect(data_dir), len(texts))  # export never upgrades
+    MemoryService(hash_settings(data_dir)).close()
+    after = exported(data_dir, tmp_path / "after.jsonl")
+    assert len(after) == len(before) == len(texts)
+    for old, new in zip(before, after, strict=True):
+        old_vectors = [chunk.pop("embedding") for chunk in old["chunks"]]
+        new_vectors = [chunk.pop("embedding") for chunk in new["chunks"]]
+        assert new == old
+        rounded = [np.asarray(v, dtype=np.float32).astype(np.float16).astype(np.float32).tolist() for v in old_vectors]
+        assert new_vectors == rounded

@@ -37,7 +37,8 @@ from ltms.ops.progress import ProgressBar
 from ltms.ops.readonly import connect_readonly, refuse_writes, table_names
 from ltms.ops.text import plural
 from ltms.records import epoch_or_nan, iso_utc
-from ltms.storage.db import stored_metadata, stored_tags, unreadable_rows
+from ltms.storage.db import CHUNK_BITS, stored_metadata, stored_tags, unreadable_rows
+from ltms.vector_store import halfvec
 
 if TYPE_CHECKING:
     from ltms.storage.postgres import PostgresStorage
@@ -124,7 +125,7 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
         tables = table_names(conn)
         if "memories" not in tables:
             return 0
-        chunked = "chunks" in tables  # schema 2; an older store not yet upgraded has one vector per memory
+        layout = _vector_layout(conn, tables)
         conn.execute("BEGIN")  # one consistent state, whatever other processes commit meanwhile
         total = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
         unreadable = unreadable_rows(conn)
@@ -138,7 +139,7 @@ def _write_memories(db_path: Path, out: BinaryIO, with_embeddings: bool) -> int:
                 ).fetchall()
                 if not rows:
                     break
-                vectors = _chunk_vectors(conn, [int(r[0]) for r in rows], chunked) if with_embeddings else {}
+                vectors = _chunk_vectors(conn, [int(r[0]) for r in rows], layout) if with_embeddings else {}
                 last = int(rows[-1][0])
                 for row in rows:
                     line = _line(row, vectors.get(int(row[0])) if with_embeddings else None)
@@ -202,17 +203,36 @@ def open_remote_readonly(settings: Settings) -> PostgresStorage:
         return PostgresStorage.open(url, int(exc.stored), pool_size=size, read_only=True)
 
 
-def _chunk_vectors(conn: sqlite3.Connection, ids: list[int], chunked: bool) -> dict[int, list[dict[str, Any]]]:
-    """memory id -> its chunks as {"start", "end", "embedding"}, in order."""
+def _vector_layout(conn: sqlite3.Connection, tables: set[str]) -> str:
+    """How this store keeps its vectors: "half" (schema 3: float16 chunks keyed by chunk key), "chunks" (schema 2:
+    float32 chunks), "memories" (schema 1, not yet upgraded: one float32 vector per memory)."""
+    if "chunks" not in tables:
+        return "memories"
+    columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(chunks)")}
+    return "half" if "key" in columns else "chunks"
+
+
+def _chunk_vectors(conn: sqlite3.Connection, ids: list[int], layout: str) -> dict[int, list[dict[str, Any]]]:
+    """memory id -> its chunks as {"start", "end", "embedding"}, in order. The file format is the same for every
+    layout: float32 values (of float16 ones, exactly, since schema 3)."""
     marks = ",".join("?" * len(ids))
-    if chunked:
+    params: list[int] = ids
+    if layout == "half":  # `ids` ascend: their chunks lie in one key range
+        sql = f"SELECT key >> {CHUNK_BITS}, start_char, end_char, embedding FROM chunks WHERE key >= ? AND key < ?"
+        sql += " ORDER BY key"
+        params = [min(ids) << CHUNK_BITS, (max(ids) + 1) << CHUNK_BITS]
+    elif layout == "chunks":
         sql = f"SELECT memory_id, start_char, end_char, embedding FROM chunks WHERE memory_id IN ({marks})"
         sql += " ORDER BY memory_id, ordinal"
     else:
         sql = f"SELECT id, 0, length(text), embedding FROM memories WHERE id IN ({marks})"
+    wanted = set(ids)
     found: dict[int, list[dict[str, Any]]] = {}
-    for memory_id, start, end, blob in conn.execute(sql, ids):
-        vector = np.frombuffer(blob, dtype=np.float32).tolist()
+    for memory_id, start, end, blob in conn.execute(sql, params):
+        if int(memory_id) not in wanted:  # a chunk left by a memory deleted without its trigger (by hand)
+            continue
+        values = np.frombuffer(blob, dtype=halfvec.STORED if layout == "half" else np.float32)
+        vector = values.astype(np.float32).tolist()
         found.setdefault(int(memory_id), []).append({"start": int(start), "end": int(end), "embedding": vector})
     return found
 

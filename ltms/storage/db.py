@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -40,12 +41,16 @@ from ltms.records import Memory, epoch_or_nan
 from ltms.retrieval.keywords import ROW_BUDGET, fts5_all, fts5_match, rare_terms
 from ltms.storage.base import Chunk, DuplicateMemory, Filter, KeywordHit, MemoryChange, NewMemory, StoredMemory
 from ltms.storage.migrations import Migration, Progress, latest, pending
+from ltms.vector_store import halfvec
 
 if TYPE_CHECKING:  # the service hands its chunker to the migrations that must embed
     from ltms.retrieval.chunking import Chunker
 
+log = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_MS = 30_000
 # A chunk's key in the vector index: its memory's id and its ordinal in one int64 (ids never exceed 2**47).
+# Since schema 3 it is also the chunks table's rowid, so a memory's chunks are one key range.
 CHUNK_BITS = 16
 
 
@@ -140,6 +145,29 @@ END;
 """
 
 
+_V3_SCHEMA = f"""
+-- A rowid table keyed by the chunk key (memory id << {CHUNK_BITS} | ordinal): a memory's chunks are one key range,
+-- so lookups and deletes by memory are range seeks. The vector is little-endian float16 (ltms.vector_store.halfvec):
+-- 768 bytes at 384 dimensions, five rows to a 4 KiB page, where float32 overflowed a page per row.
+-- memory_id and ordinal are computed, not stored.
+CREATE TABLE chunks_v3 (
+    key        INTEGER PRIMARY KEY,
+    start_char INTEGER NOT NULL,
+    end_char   INTEGER NOT NULL,
+    embedding  BLOB NOT NULL,
+    memory_id  INTEGER GENERATED ALWAYS AS (key >> {CHUNK_BITS}) VIRTUAL,
+    ordinal    INTEGER GENERATED ALWAYS AS (key & {(1 << CHUNK_BITS) - 1}) VIRTUAL
+);
+"""
+# What ON DELETE CASCADE did, as a trigger: it fires whatever the connection's foreign_keys setting, and seeks the
+# key range instead of needing an index on memory_id.
+_V3_DELETE_TRIGGER = f"""
+CREATE TRIGGER memories_chunks_delete AFTER DELETE ON memories BEGIN
+    DELETE FROM chunks WHERE key >= old.id << {CHUNK_BITS} AND key < (old.id + 1) << {CHUNK_BITS};
+END;
+"""
+
+
 def _v1_initial(context: MigrationContext, _progress: Progress | None) -> None:
     for statement in _statements(_V1_SCHEMA):
         context.conn.execute(statement)
@@ -182,7 +210,10 @@ def _v2_chunks_and_keywords(context: MigrationContext, progress: Progress | None
             assert context.chunker is not None  # checked for every row above
             embedded = context.chunker.chunks([text for _, text in long_rows])
             for (memory_id, _), chunks in zip(long_rows, embedded, strict=True):
-                _insert_chunks(conn, memory_id, chunks)
+                conn.executemany(
+                    "INSERT INTO chunks(memory_id, ordinal, start_char, end_char, embedding) VALUES (?, ?, ?, ?, ?)",
+                    [(memory_id, i, c.start, c.end, _float32_blob(c.vector)) for i, c in enumerate(chunks)],
+                )
         done += len(rows)
         if progress:
             progress(done, total)
@@ -190,11 +221,63 @@ def _v2_chunks_and_keywords(context: MigrationContext, progress: Progress | None
     conn.execute("INSERT INTO memory_fts(memory_fts) VALUES ('rebuild')")
 
 
+def _v3_half_precision_chunks(context: MigrationContext, progress: Progress | None) -> None:
+    """Chunks move to a rowid table keyed by chunk key, their vectors rounded to float16, in key order (pages
+    filled in order, full). The old table's rows are deleted batch by batch as they are copied, so the pages they
+    free are reused by the next batches instead of the file growing by the new table's size."""
+    conn = context.conn
+    for statement in _statements(_V3_SCHEMA):
+        conn.execute(statement)
+    # secure_delete (on in many builds) would zero every freed page through the WAL: gigabytes at 1M memories, for
+    # vectors that stay in the new table (and VACUUM drops the free pages afterwards).
+    secure = conn.execute("PRAGMA secure_delete").fetchone()[0]
+    conn.execute("PRAGMA secure_delete = FAST")
+    try:
+        _copy_chunks_to_v3(conn, context.path, progress)
+    finally:
+        conn.execute(f"PRAGMA secure_delete = {int(secure)}")
+    conn.execute("DROP TABLE chunks")
+    conn.execute("ALTER TABLE chunks_v3 RENAME TO chunks")
+    conn.execute(_V3_DELETE_TRIGGER.strip())
+
+
+def _copy_chunks_to_v3(conn: sqlite3.Connection, path: Path, progress: Progress | None) -> None:
+    total = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+    done = 0
+    last = (-1, -1)
+    while True:
+        rows = conn.execute(
+            "SELECT memory_id, ordinal, start_char, end_char, embedding FROM chunks"
+            " WHERE (memory_id, ordinal) > (?, ?) ORDER BY memory_id, ordinal LIMIT 2048",
+            last,
+        ).fetchall()
+        if not rows:
+            break
+        conn.executemany(
+            "INSERT INTO chunks_v3(key, start_char, end_char, embedding) VALUES (?, ?, ?, ?)",
+            [((int(m) << CHUNK_BITS) | int(o), s, e, _v2_to_v3_blob(blob, path)) for m, o, s, e, blob in rows],
+        )
+        first, last = (int(rows[0][0]), int(rows[0][1])), (int(rows[-1][0]), int(rows[-1][1]))
+        conn.execute("DELETE FROM chunks WHERE (memory_id, ordinal) BETWEEN (?, ?) AND (?, ?)", (*first, *last))
+        done += len(rows)
+        if progress:
+            progress(done, total)
+
+
+def _v2_to_v3_blob(blob: bytes, path: Path) -> bytes:
+    try:
+        return halfvec.encode(np.frombuffer(blob, dtype="<f4"))
+    except ValueError as exc:  # a float32 blob of odd length, or a value float16 cannot hold
+        raise StorageError("upgrade the chunk vectors of", path, f"a stored vector cannot be converted: {exc}") from exc
+
+
 MIGRATIONS = (
     Migration(1, "memories, tags and the change log", _v1_initial),
     Migration(2, "chunks of long texts and the full-text (keyword) index", _v2_chunks_and_keywords),
+    Migration(3, "chunk vectors at half precision (float16), keyed by chunk key", _v3_half_precision_chunks),
 )
 SCHEMA_VERSION = latest(MIGRATIONS)
+HALF_PRECISION_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -328,6 +411,23 @@ class Database:
             # can match this one in count, model and change number, and only this tells them apart.
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('database_id', ?)", (uuid.uuid4().hex,))
         self.applied_migrations = tuple(applied)
+        if HALF_PRECISION_VERSION in applied:
+            self._return_free_pages()
+
+    def _return_free_pages(self) -> None:
+        """Schema 3 shrinks the chunks table to about a sixth: VACUUM gives the freed pages back to the file system
+        (once, after the upgrade committed; VACUUM is atomic by itself). A failure only leaves the file larger."""
+        with self._lock:
+            free = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+            pages = int(self._conn.execute("PRAGMA page_count").fetchone()[0])
+            if free < pages // 4:
+                return
+            try:
+                self._conn.execute("VACUUM")
+                # The WAL grew to hold the whole upgrade: give that back too (the next writes start it small).
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("%s: the space the upgrade freed stays inside the file (VACUUM failed: %s)", self.path, exc)
 
     # -- transactions -------------------------------------------------------------------------------------------
 
@@ -530,7 +630,7 @@ class Database:
 
     def chunk_count(self) -> int:
         # Joined: chunks orphaned by a row deleted without foreign keys (by hand) never count or index.
-        return int(self._query("SELECT count(*) FROM chunks c JOIN memories m ON m.id = c.memory_id")[0][0])
+        return int(self._query(f"SELECT count(*) FROM chunks c JOIN memories m ON m.id = c.key >> {CHUNK_BITS}")[0][0])
 
     def counts_by_namespace(self) -> dict[str, int]:
         rows = self._query("SELECT namespace, count(*) FROM memories GROUP BY namespace ORDER BY namespace")
@@ -559,53 +659,50 @@ class Database:
         for part in _parts(memory_ids):
             marks = ",".join("?" * len(part))
             for key, blob in self._query(
-                f"SELECT (c.memory_id << {CHUNK_BITS}) | c.ordinal, c.embedding FROM chunks c"
-                f" JOIN memories m ON m.id = c.memory_id WHERE c.memory_id IN ({marks})",
+                f"SELECT c.key, c.embedding FROM memories m CROSS JOIN chunks c ON {_CHUNKS_OF_M}"
+                f" WHERE m.id IN ({marks})",
                 part,
             ):
                 keys.append(int(key))
                 blobs.append(blob)
-        return np.asarray(keys, dtype=np.int64), blobs_to_matrix(blobs, dimension)
+        return np.asarray(keys, dtype=np.int64), self._vectors(blobs, dimension)
 
     def iter_chunk_vectors(self, dimension: int, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every (chunk keys, vectors) in key order, `batch` rows at a time (keyset pagination)."""
-        last = (0, -1)
+        last = -1
         while True:
             rows = self._query(
-                "SELECT c.memory_id, c.ordinal, c.embedding FROM chunks c JOIN memories m ON m.id = c.memory_id"
-                " WHERE (c.memory_id, c.ordinal) > (?, ?) ORDER BY c.memory_id, c.ordinal LIMIT ?",
-                (*last, batch),
+                f"SELECT c.key, c.embedding FROM chunks c JOIN memories m ON m.id = c.key >> {CHUNK_BITS}"
+                " WHERE c.key > ? ORDER BY c.key LIMIT ?",
+                (last, batch),
             )
             if not rows:
                 return
-            last = (int(rows[-1][0]), int(rows[-1][1]))
-            keys = np.asarray([(int(m) << CHUNK_BITS) | int(o) for m, o, _ in rows], dtype=np.int64)
-            yield keys, blobs_to_matrix([r[2] for r in rows], dimension)
+            last = int(rows[-1][0])
+            keys = np.asarray([int(r[0]) for r in rows], dtype=np.int64)
+            yield keys, self._vectors([r[1] for r in rows], dimension)
+
+    def _vectors(self, blobs: Sequence[bytes], dimension: int) -> np.ndarray:
+        try:
+            return halfvec.decode_many(blobs, dimension)
+        except ValueError as exc:
+            raise StorageError("read a chunk vector from", self.path, exc) from exc
 
     def chunk_spans(self, keys: Sequence[int]) -> dict[int, tuple[int, int]]:
         """key -> (start, end) character span."""
-        wanted = {int(k) for k in keys}
         spans: dict[int, tuple[int, int]] = {}
-        # By memory id (the primary key's prefix): a condition on the computed key cannot use an index, and
-        # scanned every chunk on every search (83 ms of a 110 ms retrieve at 100k memories).
-        for part in _parts(sorted({k >> CHUNK_BITS for k in wanted})):
+        for part in _parts(sorted({int(k) for k in keys})):  # the key is the rowid: one seek each
             marks = ",".join("?" * len(part))
-            for memory_id, ordinal, start, end in self._query(
-                f"SELECT memory_id, ordinal, start_char, end_char FROM chunks WHERE memory_id IN ({marks})", part
+            for key, start, end in self._query(
+                f"SELECT key, start_char, end_char FROM chunks WHERE key IN ({marks})", part
             ):
-                key = (int(memory_id) << CHUNK_BITS) | int(ordinal)
-                if key in wanted:
-                    spans[key] = (int(start), int(end))
+                spans[int(key)] = (int(start), int(end))
         return spans
 
     def filter_chunk_keys(self, where: Filter) -> np.ndarray:
         """The chunk keys of every memory matching `where`."""
-        clause, params = _filters(where, "c.memory_id")
-        rows = self._query(
-            f"SELECT (c.memory_id << {CHUNK_BITS}) | c.ordinal FROM chunks c JOIN memories m ON m.id = c.memory_id"
-            f"{clause}",
-            params,
-        )
+        clause, params = _filters(where, "m.id")
+        rows = self._query(f"SELECT c.key FROM memories m CROSS JOIN chunks c ON {_CHUNKS_OF_M}{clause}", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def iter_memory_batches(self, batch: int = 1000) -> Iterator[list[Memory]]:
@@ -629,16 +726,12 @@ class Database:
                 return
             last = int(rows[-1][0])
             chunks: dict[int, list[Chunk]] = {}
-            marks = ",".join("?" * len(rows))
-            for memory_id, start, end, blob in self._query(
-                f"SELECT memory_id, start_char, end_char, embedding FROM chunks WHERE memory_id IN ({marks})"
-                " ORDER BY memory_id, ordinal",
-                [int(r[0]) for r in rows],
+            for key, start, end, blob in self._query(  # the batch's ids are one key range
+                "SELECT key, start_char, end_char, embedding FROM chunks WHERE key >= ? AND key < ? ORDER BY key",
+                _key_range(int(rows[0][0]), int(rows[-1][0])),
             ):
-                vector = np.frombuffer(blob, dtype=np.float32)
-                if vector.shape != (dimension,):
-                    raise StorageError("read a chunk vector from", self.path, f"{vector.size} floats, not {dimension}")
-                chunks.setdefault(int(memory_id), []).append(Chunk(int(start), int(end), vector))
+                vector = self._vectors([blob], dimension)[0]
+                chunks.setdefault(int(key) >> CHUNK_BITS, []).append(Chunk(int(start), int(end), vector))
             for row in rows:
                 memory = _memory(row)
                 yield StoredMemory(memory, str(row[8]), tuple(chunks.get(memory.id, ())))
@@ -876,19 +969,19 @@ class SqliteTransaction:
         )
         self._set_tags(memory_id, change.tags)
         if change.chunks is not None:
-            self.conn.execute("DELETE FROM chunks WHERE memory_id = ?", (memory_id,))
+            self.conn.execute("DELETE FROM chunks WHERE key >= ? AND key < ?", _key_range(memory_id, memory_id))
             _insert_chunks(self.conn, memory_id, change.chunks)
         self._log(memory_id, "update", change.updated_at)
 
     def delete(self, memory_id: int) -> bool:
         deleted = self.conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,)).rowcount
-        if deleted:  # chunks and tags go with it (ON DELETE CASCADE), the FTS entry by trigger
+        if deleted:  # chunks (trigger) and tags (ON DELETE CASCADE) go with it, the FTS entry by trigger
             self._log(memory_id, "delete", time.time())
         return bool(deleted)
 
     def replace_chunks(self, memory_id: int, model: str, chunks: Sequence[Chunk]) -> None:
         self.conn.execute("UPDATE memories SET model = ? WHERE id = ?", (model, memory_id))
-        self.conn.execute("DELETE FROM chunks WHERE memory_id = ?", (memory_id,))
+        self.conn.execute("DELETE FROM chunks WHERE key >= ? AND key < ?", _key_range(memory_id, memory_id))
         _insert_chunks(self.conn, memory_id, chunks)
         self._log(memory_id, "update", time.time())
 
@@ -993,10 +1086,21 @@ def _short(value: object) -> str:
 
 
 def _insert_chunks(conn: sqlite3.Connection, memory_id: int, chunks: Sequence[Chunk]) -> None:
+    if len(chunks) > 1 << CHUNK_BITS:
+        raise InvalidInput(f"{len(chunks)} chunks in one memory: at most {1 << CHUNK_BITS}")
     conn.executemany(
-        "INSERT INTO chunks(memory_id, ordinal, start_char, end_char, embedding) VALUES (?, ?, ?, ?, ?)",
-        [(memory_id, i, c.start, c.end, _blob(c.vector)) for i, c in enumerate(chunks)],
+        "INSERT INTO chunks(key, start_char, end_char, embedding) VALUES (?, ?, ?, ?)",
+        [((memory_id << CHUNK_BITS) | i, c.start, c.end, halfvec.encode(c.vector)) for i, c in enumerate(chunks)],
     )
+
+
+# The chunks of memory `m`: its key range (SQLite seeks it on the rowid).
+_CHUNKS_OF_M = f"c.key >= m.id << {CHUNK_BITS} AND c.key < (m.id + 1) << {CHUNK_BITS}"
+
+
+def _key_range(first_memory: int, last_memory: int) -> tuple[int, int]:
+    """[low, high) of the chunk keys of memories first_memory..last_memory."""
+    return first_memory << CHUNK_BITS, (last_memory + 1) << CHUNK_BITS
 
 
 def _parts(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
@@ -1004,12 +1108,8 @@ def _parts(ids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
         yield list(ids[start : start + size])
 
 
-def blobs_to_matrix(blobs: Sequence[bytes], dimension: int) -> np.ndarray:
-    matrix = np.frombuffer(b"".join(blobs), dtype=np.float32)
-    return matrix.reshape(len(blobs), dimension)
-
-
-def _blob(embedding: np.ndarray) -> bytes:
+def _float32_blob(embedding: np.ndarray) -> bytes:
+    """Schema 2's vector format (float32), written only by its own migration step."""
     return np.ascontiguousarray(embedding, dtype=np.float32).tobytes()
 
 

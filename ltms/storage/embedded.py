@@ -191,6 +191,11 @@ class EmbeddedStorage:
             with self._apply_lock:
                 index, seq, unsaved = self._load_or_build()
                 self._install(index, seq)
+        except StorageError:
+            check.join()  # a read that hit a damaged page: report what the check found, the way every damage is
+            if self._damaged is not None:
+                raise StorageError("serve from", self.paths.db_path, self._damaged) from None
+            raise
         finally:
             if not later:
                 check.join()
@@ -448,7 +453,7 @@ class EmbeddedStorage:
         assert best is not None
         spans = self.db.chunk_spans([key for key, _ in best])
         return [
-            VectorHit(key >> CHUNK_BITS, score, *spans[key])
+            VectorHit(key >> CHUNK_BITS, _cosine(score), *spans[key])
             for key, score in best
             if key in spans  # deleted by another process since the search
         ]
@@ -508,7 +513,7 @@ class EmbeddedStorage:
                 best[memory_id] = (key, score)
         spans = self.db.chunk_spans([key for key, _ in best.values()])
         return {
-            memory_id: VectorHit(memory_id, score, *spans[key])
+            memory_id: VectorHit(memory_id, _cosine(score), *spans[key])
             for memory_id, (key, score) in best.items()
             if key in spans
         }
@@ -702,6 +707,12 @@ class EmbeddedStorage:
                 return
         self.save_snapshot(raise_errors=False, convert=False)
         self.db.close()
+
+
+def _cosine(score: float) -> float:
+    """A similarity within -1..1: float16 vectors are unit length only to ~1e-4, so a passage's similarity to its own
+    text can come out at 1.0001."""
+    return min(1.0, max(-1.0, score))
 
 
 def _file_size(path: Path) -> int:

@@ -1,11 +1,12 @@
 """The chunk-vector index: an immutable base, an in-memory delta, and tombstones.
 
-- The **base** is a faiss index over positions 0..n-1 (exact `IndexFlatIP`, or approximate `IndexHNSWFlat` above a
-  size threshold), with the chunk key of every position beside it and the key order (an argsort) for lookups. It
+- The **base** is a faiss index over positions 0..n-1 (exact `IndexScalarQuantizer`, or approximate `IndexHNSWSQ`
+  above a size threshold, both over float16 codes: exactly the values SQLite stores, see ltms.vector_store.halfvec),
+  with the chunk key of every position beside it and the key order (an argsort) for lookups. It
   comes from the snapshot file, memory-mapped (`IO_FLAG_MMAP_IFC`: no copy, so a restart costs milliseconds), or
   from a build. It never changes: faiss aborts the process on an add to a mapped index, and HNSW cannot remove.
-- The **delta** holds vectors added since the base was written, searched exactly with numpy (it stays small: a
-  snapshot save folds it into a new base).
+- The **delta** holds vectors added since the base was written, searched exactly by the same float16 kernel (it stays
+  small: a snapshot save folds it into a new base).
 - **Tombstones**: a bitmap of the base positions still alive (an update or delete clears bits: microseconds, where
   `remove_ids` on a flat index scans and compacts all of it), and a flag per delta row. Searches pass the bitmap to
   faiss as an `IDSelectorBitmap`, so a removed chunk never competes for a place.
@@ -29,6 +30,8 @@ from typing import Any, Protocol
 import faiss as _faiss
 import numpy as np
 
+from ltms.vector_store import halfvec
+
 # faiss-cpu's stubs describe the SWIG signatures, not the numpy-accepting wrappers faiss installs over them, and miss
 # much of the API used here (IDSelectorBitmap(ndarray), SearchParametersHNSW, PyCallbackIOWriter, hnsw.neighbors).
 faiss: Any = _faiss
@@ -44,6 +47,8 @@ EXACT = "exact"
 HNSW = "hnsw"
 _KINDS = {EXACT: 1, HNSW: 2}
 _MAGIC = b"LTMCIDX1"
+# 1: float32 (IndexFlatIP / IndexHNSWFlat); 2: float16 codes (IndexScalarQuantizer / IndexHNSWSQ, QT_fp16).
+_LAYOUT = 2
 # magic, layout version, kind, faiss bytes, positions, keys offset, order offset, alive offset, live, M, efC, efS
 _FOOTER = struct.Struct("<8sIIQQQQQQIII4x")
 _ALIGN = 64
@@ -82,29 +87,23 @@ class _Base:
         self._owner = owner  # keeps the mapping under `keys`/`order` alive
         self.n = int(index.ntotal)
         self.flat = index if kind == EXACT else faiss.downcast_index(index.storage)
-        d = index.d
-        self.vectors = (
-            faiss.rev_swig_ptr(self.flat.get_xb(), self.n * d).reshape(self.n, d)
-            if self.n
-            else np.zeros((0, d), dtype=np.float32)
-        )
+        self.vectors = _codes(self.flat, self.n)  # float16, a view of faiss's storage
 
     @classmethod
     def empty(cls, dimension: int) -> _Base:
         none = np.zeros(0, dtype=np.int64)
-        return cls(faiss.IndexFlatIP(dimension), none, none, EXACT, HnswParams())
+        return cls(_new_index(EXACT, dimension, HnswParams()), none, none, EXACT, HnswParams())
 
     def copy_with_room(self, extra: int) -> Any:
         """An in-memory copy of an HNSW base whose storage already has room for `extra` more vectors: adding them to
         a plain copy would reallocate the storage and hold two copies of it for a moment (1.8x measured)."""
         if self.mapped:  # the graph of a mapped index copies as another mapping: read it instead
             return self.owned_copy()
-        d, n = self.index.d, self.n
-        index = faiss.IndexHNSWFlat(d, self.params.m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw = self.index.hnsw  # a copy of the graph
+        n = self.n
+        index = _new_index(HNSW, self.index.d, self.params)
+        _copy_graph(self.index.hnsw, index.hnsw)
         storage = faiss.downcast_index(index.storage)
-        storage.codes.resize((n + extra) * d * 4)
-        room = faiss.rev_swig_ptr(storage.codes.data(), (n + extra) * d * 4).view(np.float32).reshape(n + extra, d)
+        room = _codes(storage, n + extra, resize=True)
         for start in range(0, n, 65_536):
             stop = min(start + 65_536, n)
             room[start:stop] = self.vectors[start:stop]
@@ -171,7 +170,7 @@ class FaissIndex:
         else:
             self._base_live = counts[0]
         self._delta_keys = np.zeros(0, dtype=np.int64)
-        self._delta = faiss.IndexFlatIP(dimension)  # searched with the base's own kernel: identical scores
+        self._delta = _new_index(EXACT, dimension, HnswParams())  # the base's codes and kernel: identical scores
         self._delta_alive = np.zeros(0, dtype=bool)
         self._nd = 0
         self._delta_live = 0
@@ -183,10 +182,8 @@ class FaissIndex:
     def exact_from(cls, dimension: int, total: int, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> FaissIndex:
         """An exact index of `total` vectors filled straight into faiss's storage from (keys, vectors) batches:
         one copy of the vectors, where adding batch by batch would grow (and copy) the storage as it goes."""
-        flat = faiss.IndexFlatIP(dimension)
-        flat.codes.resize(total * dimension * 4)
-        storage = faiss.rev_swig_ptr(flat.codes.data(), total * dimension * 4) if total else np.zeros(0, np.uint8)
-        matrix = storage.view(np.float32).reshape(total, dimension)
+        flat = _new_index(EXACT, dimension, HnswParams())
+        matrix = _codes(flat, total, resize=True)
         keys = np.zeros(total, dtype=np.int64)
         done = 0
         for batch_keys, vectors in batches:
@@ -194,7 +191,7 @@ class FaissIndex:
             if end > total:
                 raise ValueError(f"more vectors than the {total} announced")
             keys[done:end] = batch_keys
-            matrix[done:end] = vectors
+            matrix[done:end] = halfvec.as_stored(vectors)
             done = end
         if done != total:
             raise ValueError(f"{done} vectors, {total} announced")
@@ -250,7 +247,7 @@ class FaissIndex:
         keys = np.asarray(keys, dtype=np.int64).reshape(-1)
         if not len(keys):
             return
-        vectors = _as_matrix(vectors, self.dimension)
+        vectors = halfvec.rounded(_as_matrix(vectors, self.dimension))  # numpy rounds, faiss then stores exactly
         need = self._nd + len(keys)
         if need > len(self._delta_keys):
             capacity = max(need, 2 * len(self._delta_keys), 1024)
@@ -435,7 +432,7 @@ class FaissIndex:
         if incremental:
             index = base.copy_with_room(len(rows))
             if len(rows):
-                index.add(self._delta_vectors()[rows])
+                index.add(self._delta_vectors()[rows].astype(np.float32))
             added = self._delta_keys[rows]
             keys = np.concatenate([np.asarray(base.keys), added])
             alive = _all_alive(total)
@@ -453,9 +450,9 @@ class FaissIndex:
         index = _new_index(kind, self.dimension, params)
         positions = np.flatnonzero(np.unpackbits(self._alive, count=base.n, bitorder="little"))
         for start in range(0, len(positions), 65_536):  # bounded temporaries: one copy of the index at its peak
-            index.add(np.ascontiguousarray(base.vectors[positions[start : start + 65_536]]))
+            index.add(base.vectors[positions[start : start + 65_536]].astype(np.float32))
         if len(rows):
-            index.add(self._delta_vectors()[rows])
+            index.add(self._delta_vectors()[rows].astype(np.float32))
         keys = np.concatenate([base.keys[positions], self._delta_keys[rows]])
         result_base = _Base(index, keys, np.argsort(keys, kind="stable"), kind, params)
         return FaissIndex(self.dimension, result_base, counts=(len(keys), self._live_memories))
@@ -489,7 +486,7 @@ class FaissIndex:
         write(
             _FOOTER.pack(
                 _MAGIC,
-                1,
+                _LAYOUT,
                 _KINDS[base.kind],
                 faiss_bytes,
                 base.n,
@@ -512,11 +509,8 @@ class FaissIndex:
         return np.frombuffer(b"".join(out.parts), dtype=np.uint8)
 
     def _delta_vectors(self) -> np.ndarray:
-        """A view of the delta's vectors (valid until the next add)."""
-        n = int(self._delta.ntotal)
-        if not n:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.asarray(faiss.rev_swig_ptr(self._delta.get_xb(), n * self.dimension)).reshape(n, self.dimension)
+        """A float16 view of the delta's vectors (valid until the next add)."""
+        return _codes(self._delta, int(self._delta.ntotal))
 
     def _count_first_chunks(self) -> int:
         base = self._base
@@ -536,8 +530,10 @@ def read_snapshot(fd: int, dimension: int, mapped: bool = True) -> FaissIndex:  
         raise SnapshotFormatError(f"{size} bytes: too short for an index snapshot")
     footer = os.pread(fd, _FOOTER.size, size - _FOOTER.size)
     magic, version, kind_code, faiss_bytes, n, keys_at, order_at, alive_at, _live, m, efc, efs = _FOOTER.unpack(footer)
-    if magic != _MAGIC or version != 1:
+    if magic != _MAGIC:
         raise SnapshotFormatError("not an LTMC index snapshot (unknown footer)")
+    if version != _LAYOUT:  # 1 held float32 vectors: never read as float16 codes
+        raise SnapshotFormatError(f"index layout {version}, this LTMC reads layout {_LAYOUT}")
     kinds = {code: name for name, code in _KINDS.items()}
     alive_bytes = (n + 7) // 8
     if (
@@ -553,9 +549,12 @@ def read_snapshot(fd: int, dimension: int, mapped: bool = True) -> FaissIndex:  
         index = faiss.read_index(f"/dev/fd/{fd}", faiss.IO_FLAG_MMAP_IFC if mapped else 0)
     except RuntimeError as exc:
         raise SnapshotFormatError(f"faiss cannot read it: {exc}") from exc
-    expected = faiss.IndexFlatIP if kind == EXACT else faiss.IndexHNSWFlat
+    expected = faiss.IndexScalarQuantizer if kind == EXACT else faiss.IndexHNSWSQ
     if not isinstance(index, expected) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise SnapshotFormatError(f"unexpected index type {type(index).__name__} for a {kind} snapshot")
+    storage = index if kind == EXACT else faiss.downcast_index(index.storage)
+    if not isinstance(storage, faiss.IndexScalarQuantizer) or storage.sq.qtype != _FP16:
+        raise SnapshotFormatError("its vectors are not float16 codes")
     if index.d != dimension:
         raise SnapshotFormatError(f"dimension {index.d}, expected {dimension}")
     if index.ntotal != n:
@@ -584,6 +583,23 @@ def read_faiss(read: Callable[[int], bytes]) -> Any:
         raise SnapshotFormatError(f"faiss cannot read it: {exc}") from exc
     finally:
         del reader
+
+
+def _copy_graph(source: Any, target: Any) -> None:
+    """Copy an HNSW graph into the graph of a new index of the same M, a slice at a time. faiss's own copy
+    (`index.hnsw = other.hnsw`) holds the GIL throughout: every store and search waited 145 ms for it at 1M vectors
+    (up to 400 ms on a busy machine). Resizing releases the GIL; each slice holds it for about a millisecond."""
+    for name in ("assign_probas", "cum_nneighbor_per_level", "levels", "offsets", "neighbors"):
+        src, dst = getattr(source, name), getattr(target, name)
+        size = src.size()
+        dst.resize(size)
+        if not size:
+            continue
+        into, out = faiss.rev_swig_ptr(dst.data(), size), faiss.rev_swig_ptr(src.data(), size)
+        for start in range(0, size, 1 << 20):
+            into[start : start + (1 << 20)] = out[start : start + (1 << 20)]
+    for name in ("entry_point", "max_level", "efConstruction", "efSearch"):
+        setattr(target, name, getattr(source, name))
 
 
 def _check_graph(index: Any, n: int) -> None:
@@ -634,17 +650,35 @@ def _libc_madvise() -> Callable[[int, int, int], int] | None:
     return function
 
 
+_FP16 = faiss.ScalarQuantizer.QT_fp16
+
+
 def _new_index(kind: str, dimension: int, params: HnswParams) -> Any:
+    """An empty index over float16 codes (no training needed: QT_fp16 is a plain conversion)."""
     if kind == EXACT:
-        return faiss.IndexFlatIP(dimension)
-    index = faiss.IndexHNSWFlat(dimension, params.m, faiss.METRIC_INNER_PRODUCT)
+        return faiss.IndexScalarQuantizer(dimension, _FP16, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexHNSWSQ(dimension, _FP16, params.m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = params.ef_construction
     index.hnsw.efSearch = params.ef_search
     return index
 
 
+def _codes(flat: Any, n: int, resize: bool = False) -> np.ndarray:
+    """The first n float16 vectors of an IndexScalarQuantizer's storage, as a writable view (no copy). `resize`:
+    make the storage hold exactly n vectors first (then fill the view, and set ntotal)."""
+    d = flat.d
+    nbytes = n * d * halfvec.STORED.itemsize
+    if resize:
+        flat.codes.resize(nbytes)
+    if not n:
+        return np.zeros((0, d), dtype=halfvec.STORED)
+    codes: np.ndarray = faiss.rev_swig_ptr(flat.codes.data(), nbytes)
+    return codes.view(halfvec.STORED).reshape(n, d)
+
+
 def _inner(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Inner products with faiss's own kernel: the same scores, bit for bit, as a search of the base."""
+    """Inner products with faiss's own kernel over the float16 values widened to float32: the same scores, bit for
+    bit, as a search of the base (faiss decodes float16 exactly and sums in the same order)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     out = np.empty(len(vectors), dtype=np.float32)
     if len(vectors):

@@ -13,7 +13,7 @@ from ltms.errors import LTMCError
 from ltms.ops.doctor.report import INFO, OK, PROBLEM, WARN, Check, CheckResult, Fix, FixContext, Fixed, Problem, Stage
 from ltms.ops.readonly import connect_readonly, table_names
 from ltms.ops.text import human_bytes
-from ltms.storage.db import Database, unreadable_rows
+from ltms.storage.db import CHUNK_BITS, Database, unreadable_rows
 
 
 def _quarantine_rows(context: FixContext, _problems: list[Problem]) -> list[Fixed]:
@@ -50,6 +50,7 @@ class _Reading:
     state: DatabaseState
     groups: list[tuple[str, int, int]]  # (model, embedding bytes, memories)
     unreadable: list[tuple[int, str]]
+    value_bytes: int = 4  # per vector component: 2 since schema 3 (float16), 4 before (float32)
 
 
 class DatabaseView:
@@ -118,6 +119,7 @@ def _read(db: DatabaseView, conn: sqlite3.Connection, snapshot_seq: int | None) 
     state = DatabaseState()
     groups: list[tuple[str, int, int]] = []
     unreadable: list[tuple[int, str]] = []
+    half = False
     conn.execute("BEGIN")
     try:
         integrity = [str(row[0]) for row in conn.execute("PRAGMA integrity_check(20)")]
@@ -125,15 +127,8 @@ def _read(db: DatabaseView, conn: sqlite3.Connection, snapshot_seq: int | None) 
             state.count = int(conn.execute("SELECT count(*) FROM memories").fetchone()[0])
             state.latest = int(conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
             unreadable = unreadable_rows(conn)
-            groups = [
-                (str(m), int(size), int(n))
-                for m, size, n in conn.execute(
-                    "SELECT m.model, length(c.embedding), count(DISTINCT m.id) FROM memories m"
-                    " JOIN chunks c ON c.memory_id = m.id GROUP BY 1, 2 ORDER BY 3 DESC"
-                    if "chunks" in db.tables  # schema 2; older stores have one vector per memory
-                    else "SELECT model, length(embedding), count(*) FROM memories GROUP BY 1, 2 ORDER BY 3 DESC"
-                )
-            ]
+            half = "chunks" in db.tables and "key" in {str(r[1]) for r in conn.execute("PRAGMA table_info(chunks)")}
+            groups = [(str(m), int(size), int(n)) for m, size, n in conn.execute(_vector_groups(db.tables, half))]
             if snapshot_seq is not None:
                 state.ids = {int(r[0]) for r in conn.execute("SELECT id FROM memories")}
                 state.changed = {
@@ -143,7 +138,23 @@ def _read(db: DatabaseView, conn: sqlite3.Connection, snapshot_seq: int | None) 
     finally:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("COMMIT")
-    return _Reading(integrity, state, groups, unreadable)
+    return _Reading(integrity, state, groups, unreadable, 2 if half else 4)
+
+
+def _vector_groups(tables: set[str], half: bool) -> str:
+    """(model, embedding bytes, memories) for the store's schema: 3 (float16 chunks keyed by chunk key: walked in key
+    order, each memory found by its id), 2 (float32 chunks), 1 (one float32 vector per memory)."""
+    if half:
+        return (
+            f"SELECT m.model, length(c.embedding), count(DISTINCT m.id) FROM chunks c"
+            f" JOIN memories m ON m.id = c.key >> {CHUNK_BITS} GROUP BY 1, 2 ORDER BY 3 DESC"
+        )
+    if "chunks" in tables:
+        return (
+            "SELECT m.model, length(c.embedding), count(DISTINCT m.id) FROM memories m"
+            " JOIN chunks c ON c.memory_id = m.id GROUP BY 1, 2 ORDER BY 3 DESC"
+        )
+    return "SELECT model, length(embedding), count(*) FROM memories GROUP BY 1, 2 ORDER BY 3 DESC"
 
 
 def _assess(db: DatabaseView, reading: _Reading, configured: tuple[str, int] | None) -> CheckResult:
@@ -231,7 +242,8 @@ def _model_problems(
                 blocks_rebuild=True,
             )
         )
-    odd = sum(n for model, size, n in reading.groups if stored and (model, size) != (stored[0], 4 * stored[1]))
+    want = (stored[0], reading.value_bytes * stored[1]) if stored else None
+    odd = sum(n for model, size, n in reading.groups if want and (model, size) != want)
     if odd:
         problems.append(
             Problem(
