@@ -404,6 +404,7 @@ def test_an_unfiltered_retrieve_reads_rows_by_key_and_never_scans_a_table(data_d
             try:
                 for mode in MODES:
                     service.retrieve("zebra pond quarry handbook", k=5, mode=mode)
+                service.retrieve("what did Zebra say about the pond?", k=5, mode="hybrid")  # the names leg too
             finally:
                 conn.set_trace_callback(None)
         queries = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")]
@@ -412,7 +413,8 @@ def test_an_unfiltered_retrieve_reads_rows_by_key_and_never_scans_a_table(data_d
             (sql[:100], row[3])
             for sql in queries
             for row in conn.execute("EXPLAIN QUERY PLAN " + sql)
-            if row[3].startswith("SCAN") and "VIRTUAL TABLE" not in row[3]
+            # a virtual table (FTS5) and a subquery's own rows (`count(*)` over a LIMITed MATCH) are not tables
+            if row[3].startswith("SCAN") and "VIRTUAL TABLE" not in row[3] and not row[3].startswith("SCAN (subquery")
         ]
         assert scans == []
 
