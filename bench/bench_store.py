@@ -314,6 +314,59 @@ def run_size(n: int, stores: int, naive_stores: int, work: Path, rounds: int = 4
     return result
 
 
+def saver_share(n: int, rounds: int, block: int, work: Path) -> None:
+    """What the background saver costs sustained stores: two copies of the store at n memories, one with the
+    default saver (a snapshot every 1000 changes), one without; blocks of `block` stores alternate between them."""
+    from ltms.service import MemoryService
+
+    services = {}
+    for saves in (True, False):
+        data_dir = scratch_copy(cached_data_dir(n, LABEL), work / f"saver-{n}-{saves}")
+        embedder = PrecomputedEmbedder(LABEL, seed=5 if saves else 6)
+        services[saves] = (MemoryService(settings_for(data_dir), embedder=embedder, background_saves=saves), data_dir)
+    spent = {True: 0.0, False: 0.0}
+    latencies: dict[bool, list[float]] = {True: [], False: []}
+    count = 0
+    try:
+        for r in range(rounds):
+            for saves, (service, _) in services.items():
+                started = time.perf_counter()
+                for _ in range(block):
+                    t = time.perf_counter()
+                    service.store(f"saver share bench {count}: rotate host {count % 41} in zone {count % 7}")
+                    latencies[saves].append(time.perf_counter() - t)
+                    count += 1
+                spent[saves] += time.perf_counter() - started
+            done = block * (r + 1)
+            log(f"  saver share round {r}: {done / spent[True]:.0f} vs {done / spent[False]:.0f} stores/s")
+    finally:
+        for service, data_dir in services.values():
+            service.close()
+            shutil.rmtree(data_dir, ignore_errors=True)
+    rate = {saves: block * rounds / spent[saves] for saves in spent}
+    emit(f"### Sustained stores with and without the background saver, {human(n)} memories\n")
+    emit(
+        table(
+            ["saver", "stores/s", "p50 ms", "p99 ms", "max ms"],
+            [
+                [
+                    "on (default)" if saves else "off",
+                    f"{rate[saves]:.0f}",
+                    ms(p50(latencies[saves])),
+                    ms(pct(latencies[saves], 99)),
+                    ms(max(latencies[saves])),
+                ]
+                for saves in (True, False)
+            ],
+        )
+    )
+    emit(
+        f"\nWith the saver: {rate[True] / rate[False]:.2f}x the rate without it ({rounds} blocks of {block} stores "
+        f"each, alternating; the saver writes a snapshot every 1000 changes)."
+    )
+    emit()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,100000", help="memories already stored (comma list, 10k ok)")
@@ -336,7 +389,15 @@ def main() -> None:
         "--sync-steps", type=int, metavar="N", help="only compare the snapshot sync steps at N memories"
     )
     parser.add_argument("--sync-rounds", type=int, default=4)
+    parser.add_argument(
+        "--saver-share", type=int, metavar="N", help="only compare sustained stores with and without the saver at N"
+    )
     args = parser.parse_args()
+    if args.saver_share:
+        header("Sustained stores with and without the background saver")
+        (CACHE / "work").mkdir(parents=True, exist_ok=True)
+        saver_share(args.saver_share, rounds=4, block=3000, work=CACHE / "work")
+        return
     if args.sync_steps:
         header("Store latency during snapshot saves, by sync step")
         (CACHE / "work").mkdir(parents=True, exist_ok=True)
