@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -267,6 +268,36 @@ def test_a_large_database_is_checked_after_the_start_and_refused_once_found_dama
     """The integrity check reads the whole file (seconds at a million memories), so a large database answers first
     and is checked on a thread; damage found there makes every later call fail with the same one line."""
     monkeypatch.setattr(embedded, "CHECK_LATER_BYTES", 0)  # every database counts as large
+    # The check of this small file takes a millisecond: held until the start is over (or has failed), so that it
+    # finds the damage after the start, as it would in a large database.
+    start_over: dict[int, threading.Event] = {}
+    check, load, start_check = (
+        embedded.EmbeddedStorage._integrity_check,
+        embedded.EmbeddedStorage._load_or_build,
+        embedded.EmbeddedStorage._start_check,
+    )
+
+    def over(storage: embedded.EmbeddedStorage) -> threading.Event:
+        return start_over.setdefault(id(storage), threading.Event())
+
+    def held_check(storage: embedded.EmbeddedStorage) -> None:
+        over(storage).wait(timeout=60)
+        check(storage)
+
+    def load_or_fail(storage: embedded.EmbeddedStorage) -> object:
+        try:
+            return load(storage)
+        except BaseException:
+            over(storage).set()
+            raise
+
+    def started(storage: embedded.EmbeddedStorage, *args: object) -> None:
+        over(storage).set()
+        start_check(storage, *args)
+
+    monkeypatch.setattr(embedded.EmbeddedStorage, "_integrity_check", held_check)
+    monkeypatch.setattr(embedded.EmbeddedStorage, "_load_or_build", load_or_fail)
+    monkeypatch.setattr(embedded.EmbeddedStorage, "_start_check", started)
     pristine = tmp_path / "pristine"
     service, _ = filled(pristine, n=60)
     service.close()
