@@ -17,6 +17,7 @@ import pytest
 
 from ltms.embeddings.minilm import MiniLMEmbedder
 from ltms.errors import InvalidInput
+from ltms.retrieval import keywords
 from ltms.retrieval.fusion import fuse
 from ltms.retrieval.keywords import ROW_BUDGET, query_terms, rare_terms
 from ltms.service import MODES, MemoryService
@@ -426,7 +427,8 @@ def test_rare_terms_keep_the_rarest_while_their_matches_fit_the_budget() -> None
     frequencies = {"maya": 8688, "tessellate": 149, "games": 378, "accept": 383, "job": 13053, "unknown": 0}
     assert rare_terms(frequencies, budget=1000) == ["tessellate", "games", "accept"]  # the query's order
     assert rare_terms(frequencies, budget=100) == ["tessellate"]  # the rarest always, even over the budget
-    assert rare_terms({"maya": 8688, "job": 13053}, budget=1000) == ["maya"]
+    assert rare_terms({"maya": 8688, "job": 13053}, budget=1000, too_common=10_000) == ["maya"]
+    assert rare_terms({"maya": 8688, "job": 13053}, budget=1000, too_common=5000) == []  # no word singles one out
     assert rare_terms({"unknown": 0}) == [] and rare_terms({}) == []
 
 
@@ -455,6 +457,21 @@ def test_a_word_in_more_memories_than_the_budget_is_not_ranked_beside_a_rare_one
     assert [hit.memory_id for hit in hits] == [rare]
     assert ids_of(service.retrieve("harbour zanzibar", k=3, mode="keyword")) == [rare]
     assert len(service.storage.keyword_search(query_terms("harbour"), 10, Filter())) == 10  # alone, it is ranked
+
+
+def test_a_word_too_common_to_single_out_a_memory_is_never_ranked(
+    common_word_store: tuple[MemoryService, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranking every memory that holds a word is what costs (1.5 s for a word in a fifth of a million memories):
+    a word held by MAX_TERM_ROWS memories or more is left to the vector leg, alone or with a filter."""
+    service, rare = common_word_store
+    monkeypatch.setattr(keywords, "MAX_TERM_ROWS", ROW_BUDGET)  # "harbour" is in ROW_BUDGET + 51 memories
+    assert service.storage.keyword_search(query_terms("harbour"), 10, Filter()) == []
+    assert service.storage.keyword_search(query_terms("harbour"), 10, Filter(tags=("north",))) == []
+    assert [hit.memory_id for hit in service.storage.keyword_search(query_terms("harbour zanzibar"), 10, Filter())] == [
+        rare
+    ]
+    assert len(service.retrieve("harbour", k=5, mode="hybrid")) == 5  # the vector leg still answers
 
 
 def test_with_a_filter_the_common_words_are_ranked_when_the_rare_ones_find_too_little(

@@ -17,6 +17,10 @@ MAX_TERMS = 32
 # matches much of a large store (bench/README.md, retrieval: at 100k memories ranking every match took 3x the vector
 # search). The rarest terms are kept while their document frequencies add up to at most this; the rarest one always.
 ROW_BUDGET = 1000
+# A word that this many memories or more hold is never ranked, even as a query's rarest: it cannot single out a
+# memory (BM25 weighs it near zero), and ranking every match is what costs (a word in a fifth of a million
+# memories took 1.5 s; bench/README.md). A query of only such words finds nothing by keyword.
+MAX_TERM_ROWS = 5 * ROW_BUDGET
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -48,15 +52,18 @@ def fts5_all(phrases: Sequence[str]) -> str:
     return " AND ".join('"' + phrase.replace('"', '""') + '"' for phrase in phrases)
 
 
-def rare_terms(frequencies: dict[str, int], budget: int = ROW_BUDGET) -> list[str]:
+def rare_terms(frequencies: dict[str, int], budget: int = ROW_BUDGET, too_common: int = MAX_TERM_ROWS) -> list[str]:
     """The terms to rank by: rarest first while their document frequencies sum to at most `budget` (the rarest
-    present term always), in the query's order. A term no document holds is dropped: it cannot match. What is
-    dropped is what BM25 weighs least anyway (its IDF falls with its frequency)."""
+    present term always, unless `too_common` memories or more hold it), in the query's order. A term no document
+    holds is dropped: it cannot match. What is dropped is what BM25 weighs least anyway (its IDF falls with its
+    frequency)."""
     kept: set[str] = set()
     total = 0
     for term, count in sorted(frequencies.items(), key=lambda item: item[1]):
         if count == 0:
             continue
+        if count >= too_common:
+            break
         if kept and total + count > budget:
             break
         kept.add(term)

@@ -38,7 +38,8 @@ from ltms.embeddings import embedder_setting_for
 from ltms.errors import InvalidInput, ModelMismatch, StorageError
 from ltms.fsutil import unwritable_reason
 from ltms.records import Memory, epoch_or_nan
-from ltms.retrieval.keywords import ROW_BUDGET, fts5_all, fts5_match, rare_terms
+from ltms.retrieval import keywords
+from ltms.retrieval.keywords import fts5_all, fts5_match, rare_terms
 from ltms.storage.base import Chunk, DuplicateMemory, Filter, KeywordHit, MemoryChange, NewMemory, StoredMemory
 from ltms.storage.migrations import Migration, Progress, latest, pending
 from ltms.vector_store import halfvec
@@ -54,8 +55,6 @@ BUSY_TIMEOUT_MS = 30_000
 CHUNK_BITS = 16
 
 
-# The keyword leg counts each query word's memories up to this many (keywords.rare_terms needs no more).
-FREQUENCY_CAP = 10 * ROW_BUDGET
 _COLUMNS = "id, text, namespace, tags, metadata, created_at, updated_at, content_hash"
 _ALL_COLUMNS = "id, namespace, text, tags, metadata, created_at, updated_at, content_hash, model"
 
@@ -751,7 +750,7 @@ class Database:
         are ranked (keywords.rare_terms). Unfiltered, FTS5 ranks and cuts by itself (ORDER BY rank LIMIT on the
         FTS table: measured 2x faster than ranking through a join)."""
         frequencies = self._document_frequencies(terms)
-        chosen = rare_terms(frequencies)
+        chosen = rare_terms(frequencies, too_common=keywords.MAX_TERM_ROWS)
         if where.is_empty:
             if not chosen:
                 return []
@@ -763,7 +762,7 @@ class Database:
             f" WHERE memory_fts MATCH ?{clause.replace(' WHERE ', ' AND ', 1)} ORDER BY memory_fts.rank LIMIT ?"
         )
         hits = self._keyword_hits(sql, [fts5_match(chosen), *filters, k]) if chosen else []
-        every = [term for term, count in frequencies.items() if count]
+        every = [term for term, count in frequencies.items() if 0 < count < keywords.MAX_TERM_ROWS]
         if len(hits) < k and len(every) > len(chosen):  # the rare terms' rows may lie outside the filter
             hits = self._keyword_hits(sql, [fts5_match(every), *filters, k])
         return hits
@@ -773,16 +772,19 @@ class Database:
         return [KeywordHit(int(i), rank, -float(score)) for rank, (i, score) in enumerate(self._query(sql, params), 1)]
 
     def _document_frequencies(self, terms: Sequence[str]) -> dict[str, int]:
-        """How many memories hold each term (as the FTS tokenizer stems it), counted up to FREQUENCY_CAP: beyond
-        it only the order among very common words is lost, and counting a word every memory holds cost ~4 ms a
-        word at 100k. Counting a term's matches is cheap; ranking them is not."""
+        """How many memories hold each term (as the FTS tokenizer stems it), counted no further than
+        keywords.MAX_TERM_ROWS (a word that common is never ranked; counting a word every memory holds cost ~4 ms
+        a word at 100k). Counting a term's matches is cheap; ranking them is not."""
         if not terms:
             return {}
         counts = " UNION ALL ".join(
-            f"SELECT {i}, count(*) FROM (SELECT 1 FROM memory_fts WHERE memory_fts MATCH ? LIMIT {FREQUENCY_CAP})"
+            f"SELECT {i}, count(*) FROM (SELECT 1 FROM memory_fts WHERE memory_fts MATCH ? LIMIT ?)"
             for i in range(len(terms))
         )
-        rows = self._query(counts, [fts5_match([term]) for term in terms])
+        params: list[Any] = []
+        for term in terms:
+            params += [fts5_match([term]), keywords.MAX_TERM_ROWS]
+        rows = self._query(counts, params)
         return {terms[int(i)]: int(count) for i, count in rows}
 
     # -- for the index planner and change-log pruning (ltms.storage.embedded) ------------------------------------
