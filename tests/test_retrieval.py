@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -396,24 +396,32 @@ def test_an_unfiltered_retrieve_reads_rows_by_key_and_never_scans_a_table(data_d
     with MemoryService(hash_settings(data_dir), background_saves=False) as service:
         service.store_many([(t, None, None, None) for t in NEIGHBOURS])
         service.store(documents_text(3000))  # several chunks
-        statements: list[str] = []
-        # This thread's read connection: the retrieves below read on it. Warmed first: FTS5 reads its small config
-        # table once per connection, by a scan.
+        # Every read goes through Database._query, whichever thread runs it (hybrid's keyword and names legs run
+        # on the service's leg threads): recorded there. Warmed first: FTS5 reads its small config table once per
+        # connection, by a scan.
         service.retrieve("warm", k=1, mode="hybrid")
-        with service.storage.db._connection() as conn:  # type: ignore[attr-defined]
-            conn.set_trace_callback(statements.append)
-            try:
-                for mode in MODES:
-                    service.retrieve("zebra pond quarry handbook", k=5, mode=mode)
-                service.retrieve("what did Zebra say about the pond?", k=5, mode="hybrid")  # the names leg too
-            finally:
-                conn.set_trace_callback(None)
-        queries = [sql for sql in statements if sql.lstrip().upper().startswith("SELECT")]
-        assert any("chunks" in sql for sql in queries) and any("memory_fts" in sql for sql in queries)
+        db = service.storage.db  # type: ignore[attr-defined]
+        statements: list[tuple[str, tuple]] = []
+        query = db._query
+
+        def recorded(sql: str, params: Sequence[object] = ()) -> list:
+            statements.append((sql, tuple(params)))
+            return query(sql, params)
+
+        db._query = recorded
+        try:
+            for mode in MODES:
+                service.retrieve("zebra pond quarry handbook", k=5, mode=mode)
+            service.retrieve("what did Zebra say about the pond?", k=5, mode="hybrid")  # the names leg too
+        finally:
+            del db._query
+        queries = [(sql, params) for sql, params in statements if sql.lstrip().upper().startswith("SELECT")]
+        assert any("chunks" in sql for sql, _ in queries) and any("memory_fts" in sql for sql, _ in queries)
+        assert any('"Zebra"' in params for _, params in queries)  # the names leg's mention filter ran
         scans = [
             (sql[:100], row[3])
-            for sql in queries
-            for row in conn.execute("EXPLAIN QUERY PLAN " + sql)
+            for sql, params in queries
+            for row in db._query("EXPLAIN QUERY PLAN " + sql, params)
             # a virtual table (FTS5) and a subquery's own rows (`count(*)` over a LIMITed MATCH) are not tables
             if row[3].startswith("SCAN") and "VIRTUAL TABLE" not in row[3] and not row[3].startswith("SCAN (subquery")
         ]

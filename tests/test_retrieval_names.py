@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ltms.embeddings.minilm import MiniLMEmbedder
+from ltms.errors import StorageError
 from ltms.records import SearchHit
 from ltms.retrieval.names import NamedQuery, split_names
 from ltms.service import MemoryService
@@ -131,3 +133,39 @@ def test_asking_for_more_hits_never_reorders_the_first_ones(
     first = [hit.memory.id for hit in service.retrieve(question, k=10, mode="hybrid")]
     more = [hit.memory.id for hit in service.retrieve(question, k=60, mode="hybrid")]
     assert more[:10] == first
+
+
+# -- the legs run side by side ---------------------------------------------------------------------------------
+
+
+def test_hybrid_legs_run_on_the_services_threads_which_end_with_it(tmp_path: Path) -> None:
+    service = MemoryService(hash_settings(tmp_path / "data"), background_saves=False)
+    service.store_many([(f"Mateo's note {i} about the harbour", None, None, None) for i in range(30)])
+    threads: set[threading.Thread] = set()
+    keyword_search = service.storage.keyword_search
+
+    def seen(*args: object) -> object:
+        threads.add(threading.current_thread())
+        return keyword_search(*args)  # type: ignore[arg-type]
+
+    service.storage.keyword_search = seen  # type: ignore[method-assign]
+    for _ in range(3):
+        assert len(service.retrieve("What did Mateo say about the harbour?", k=5)) == 5
+    assert threads and all(t.name.startswith("ltmc-leg") for t in threads)
+    service.close()
+    assert not [t for t in threads if t.is_alive()]
+
+
+def test_an_error_in_a_leg_is_the_retrieves_error_and_the_next_retrieve_works(tmp_path: Path) -> None:
+    with MemoryService(hash_settings(tmp_path / "data"), background_saves=False) as service:
+        service.store_many([(f"Mateo's note {i} about the harbour", None, None, None) for i in range(30)])
+        keyword_search = service.storage.keyword_search
+
+        def broken(*args: object) -> object:
+            raise StorageError("read from", tmp_path / "data" / "ltmc.sqlite3", "disk I/O error")
+
+        service.storage.keyword_search = broken  # type: ignore[method-assign]
+        with pytest.raises(StorageError, match="disk I/O error"):
+            service.retrieve("What did Mateo say about the harbour?", k=5)
+        service.storage.keyword_search = keyword_search  # type: ignore[method-assign]
+        assert len(service.retrieve("What did Mateo say about the harbour?", k=5)) == 5
