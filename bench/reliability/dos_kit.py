@@ -7,10 +7,13 @@ Loopback only; every loop ends on a stop event or a deadline.
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -222,3 +225,25 @@ def latency_note() -> str:
         "Latency is measured in the client, on this same 2-core machine as the server and the attack, per call; "
         "an error is a call refused, failed, or unanswered within the timeout."
     )
+
+
+def add_trial_options(parser: argparse.ArgumentParser, *, interval: float, timeout: float) -> None:
+    """The options every denial-of-service trial shares: the normal client's pace, the checkout, the output."""
+    parser.add_argument("--baseline", type=float, default=3, help="seconds of calls before and after the attack")
+    parser.add_argument("--interval", type=float, default=interval, help="seconds between two normal calls")
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds until an unanswered call is an error")
+    parser.add_argument("--checkout", default=str(ROOT), help="run the server from this checkout")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (the server's log)")
+
+
+def run_trial(run: Callable[[Any, Path], Awaitable[dict[str, Any]]], args: Any, prefix: str) -> dict[str, Any]:
+    """`run(args, work)` in a fresh work directory, removed afterwards unless --keep."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return anyio.run(run, args, work)
+    finally:
+        if args.keep:
+            kit.progress(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)

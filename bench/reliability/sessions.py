@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -193,29 +191,17 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="the attacker's requests in flight")
     parser.add_argument("--addresses", type=int, default=1, help="loopback source addresses the attacker uses")
     parser.add_argument("--seconds", type=float, default=300, help="the flood stops after this long at most")
-    parser.add_argument("--baseline", type=float, default=3, help="seconds of calls before and after the flood")
     parser.add_argument("--idle", type=float, help="LTMC_SESSION_IDLE_SECONDS for the server")
     parser.add_argument("--max-sessions", type=int, help="LTMC_MAX_SESSIONS for the server")
     parser.add_argument("--per-client", type=int, help="LTMC_MAX_SESSIONS_PER_CLIENT for the server")
     parser.add_argument("--wait-idle", action="store_true", help="then wait for the abandoned sessions to end")
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between two normal calls")
-    parser.add_argument("--timeout", type=float, default=10, help="a normal call unanswered after this is an error")
-    parser.add_argument("--checkout", default=str(dos_kit.ROOT), help="run the server from this checkout")
-    parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (the server's log)")
     parser.add_argument("--attack-url", help=argparse.SUPPRESS)  # run as the attacker process
+    dos_kit.add_trial_options(parser, interval=0.5, timeout=10)
     args = parser.parse_args()
     if args.attack_url:
         anyio.run(abandon_sessions, args)
         return 0
-    work = Path(tempfile.mkdtemp(prefix="ltmc-sessions-"))
-    try:
-        result = anyio.run(run, args, work)
-    finally:
-        if args.keep:
-            kit.progress(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    result = dos_kit.run_trial(run, args, "ltmc-sessions-")
 
     normal: dos_kit.NormalClient = result["normal"]
     attack = result["attack"]

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -202,31 +200,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=1500, help="connections the attacker holds")
     parser.add_argument("--seconds", type=float, default=30, help="how long the attack lasts")
-    parser.add_argument("--baseline", type=float, default=3, help="seconds of calls before and after the attack")
     parser.add_argument("--drip", type=float, default=5, help="seconds between two header lines on a connection")
     parser.add_argument("--reconnect", type=float, default=0.5, help="seconds before reopening a closed connection")
     parser.add_argument("--fd-limit", type=int, default=1024, help="the server's open-file limit (soft and hard)")
     parser.add_argument("--max-connections", type=int, help="LTMC_HTTP_MAX_CONNECTIONS for the server")
     parser.add_argument("--header-timeout", type=float, help="LTMC_HTTP_HEADER_TIMEOUT for the server")
-    parser.add_argument("--interval", type=float, default=0.2, help="seconds between two normal calls")
-    parser.add_argument("--timeout", type=float, default=5, help="a normal call unanswered after this is an error")
-    parser.add_argument("--checkout", default=str(dos_kit.ROOT), help="run the server from this checkout")
-    parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (the server's log)")
     parser.add_argument("--attack-port", type=int, help=argparse.SUPPRESS)  # run as the attacker process
+    dos_kit.add_trial_options(parser, interval=0.2, timeout=5)
     args = parser.parse_args()
     if args.attack_port:
         dos_kit.raise_own_file_limit(args.connections + 256)
         anyio.run(attack_for, args)
         return 0
-    work = Path(tempfile.mkdtemp(prefix="ltmc-slowloris-"))
-    try:
-        result = anyio.run(run, args, work)
-    finally:
-        if args.keep:
-            kit.progress(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    result = dos_kit.run_trial(run, args, "ltmc-slowloris-")
 
     normal: dos_kit.NormalClient = result["normal"]
     attack: Attack = result["attack"]
