@@ -22,14 +22,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 
 SUPERUSER = "postgres"
 START_TIMEOUT = 60.0
@@ -148,11 +147,7 @@ class PostgresCluster:
         if pid is None:
             return
         os.kill(pid, signum)
-        deadline = time.monotonic() + START_TIMEOUT
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"postmaster {pid} still alive {START_TIMEOUT}s after signal {signum}")
-            time.sleep(0.02)
+        wait_until(lambda: not _alive(pid), f"postmaster {pid} gone after signal {signum}", START_TIMEOUT)
 
     def stop(self) -> None:
         """A fast shutdown by PID: SIGINT is PostgreSQL's 'fast' mode."""

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -334,6 +335,24 @@ def kill_at_progress(child: subprocess.Popen[str], want: str) -> str:
         close_pipes(child)
 
 
+def kill_mid_upgrade(
+    source: V1Store, tmp_path: Path, pause_at: str, kill_at: str, old_state: Callable[[State, int], bool]
+) -> None:
+    """Upgrade a copy of `source` in a child killed with SIGKILL at `kill_at`'s progress line: the database is in
+    `old_state` or fully upgraded, and the next open completes the upgrade."""
+    store = copy_store(source, tmp_path / "data")
+    n = len(store.texts)
+    child = start_upgrade(store.data_dir, pause_at)
+    line = kill_at_progress(child, kill_at)
+    assert child.returncode == -signal.SIGKILL, line
+    state = inspect(store.data_dir)
+    if pause_at == "never":
+        assert old_state(state, n) or is_v3(state, n), state
+    else:  # killed inside the transaction: none of it may be visible
+        assert old_state(state, n), state
+    assert_upgraded_and_searchable(store)  # the next open completes the upgrade
+
+
 @pytest.mark.parametrize(
     ("pause_at", "kill_at"),
     [
@@ -345,17 +364,7 @@ def kill_at_progress(child: subprocess.Popen[str], want: str) -> str:
 def test_a_kill_9_during_the_upgrade_leaves_the_old_state_or_the_new_one(
     big_v1_store: V1Store, tmp_path: Path, pause_at: str, kill_at: str
 ) -> None:
-    store = copy_store(big_v1_store, tmp_path / "data")
-    n = len(store.texts)
-    child = start_upgrade(store.data_dir, pause_at)
-    line = kill_at_progress(child, kill_at)
-    assert child.returncode == -signal.SIGKILL, line
-    state = inspect(store.data_dir)
-    if pause_at == "never":
-        assert is_v1(state, n) or is_v3(state, n), state
-    else:  # killed inside the transaction: none of it may be visible
-        assert is_v1(state, n), state
-    assert_upgraded_and_searchable(store)  # the next open completes the upgrade
+    kill_mid_upgrade(big_v1_store, tmp_path, pause_at, kill_at, old_state=is_v1)
 
 
 # -- schema 2 -> 3: chunk vectors at float16, keyed by chunk key -------------------------------------------------
@@ -429,17 +438,7 @@ def big_v2_store(big_v1_store: V1Store, tmp_path_factory: pytest.TempPathFactory
 def test_a_kill_9_during_the_float16_upgrade_leaves_schema_2_or_3(
     big_v2_store: V1Store, tmp_path: Path, pause_at: str, kill_at: str
 ) -> None:
-    store = copy_store(big_v2_store, tmp_path / "data")
-    n = len(store.texts)
-    child = start_upgrade(store.data_dir, pause_at)
-    line = kill_at_progress(child, kill_at)
-    assert child.returncode == -signal.SIGKILL, line
-    state = inspect(store.data_dir)
-    if pause_at == "never":
-        assert is_v2(state, n) or is_v3(state, n), state
-    else:
-        assert is_v2(state, n), state
-    assert_upgraded_and_searchable(store)
+    kill_mid_upgrade(big_v2_store, tmp_path, pause_at, kill_at, old_state=is_v2)
 
 
 # -- newer than the code --------------------------------------------------------------------------------------------
