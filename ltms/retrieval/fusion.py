@@ -43,7 +43,6 @@ class Fused:
     score: float  # 0..1, relative to this query's candidates
     vector: VectorHit | None
     keyword: KeywordHit | None
-    names: VectorHit | None = None
 
 
 def normalised(scores: dict[int, float], spread: float = 0.0, depth: int = REFERENCE_DEPTH) -> dict[int, float]:
@@ -83,7 +82,6 @@ def fuse(
             / total,
             vector=by_vector.get(i),
             keyword=by_keyword.get(i),
-            names=by_names.get(i),
         )
         for i in dict.fromkeys([*by_vector, *by_keyword, *by_names])
     ]
