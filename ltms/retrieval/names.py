@@ -36,13 +36,18 @@ class NamedQuery:
 def split_names(query: str) -> NamedQuery | None:
     """The query's names and its topic; None when it has no name or nothing is left once they are removed."""
     names: list[str] = []
+    seen: set[str] = set()
     spans: list[tuple[int, int]] = []
+    previous_end = 0  # where the word before ends: only the text since then decides whether a sentence starts
     for match in _WORD.finditer(query):
         word = _POSSESSIVE.sub("", match.group())
-        before = query[: match.start()].rstrip()
-        if _is_name(word, starts_sentence=not before or before[-1] in _SENTENCE_END):
+        gap = query[previous_end : match.start()].rstrip()
+        starts_sentence = gap[-1] in _SENTENCE_END if gap else previous_end == 0
+        previous_end = match.end()
+        if _is_name(word, starts_sentence):
             spans.append(match.span())
-            if word.lower() not in (name.lower() for name in names):
+            if word.lower() not in seen:
+                seen.add(word.lower())
                 names.append(word)
     if not names:
         return None
