@@ -32,7 +32,7 @@ from ltms.records import Memory, Page, Passage, SearchHit, StoreResult, iso_utc
 from ltms.retrieval.chunking import Chunker
 from ltms.retrieval.fusion import fuse, normalised
 from ltms.retrieval.keywords import query_terms
-from ltms.retrieval.names import split_names
+from ltms.retrieval.names import NamedQuery, split_names
 from ltms.storage import Storage, open_storage
 from ltms.storage.base import Chunk, DuplicateMemory, Filter, KeywordHit, MemoryChange, NewMemory, VectorHit
 
@@ -284,14 +284,15 @@ class MemoryService:
         this one. Their work is SQLite, faiss and the model, which release the GIL, so a retrieve takes about as
         long as its slowest leg (bench/README.md, retrieval cost)."""
         legs = self._leg_threads()
+        named = split_names(query)  # a query without names has no names leg: no thread is woken for it
         keyword = legs.submit(self.storage.keyword_search, query_terms(query), pool, where)
-        names = legs.submit(self._names_leg, query, pool, where)
-        both: list[Future[Any]] = [keyword, names]
+        names = legs.submit(self._names_leg, named, pool, where) if named is not None else None
+        running: list[Future[Any]] = [keyword] if names is None else [keyword, names]
         try:
             vector_hits = self.storage.vector_search(vector, pool, where)
         finally:
-            wait(both)  # never leave a leg running behind an error
-        return vector_hits, keyword.result(), names.result()
+            wait(running)  # never leave a leg running behind an error
+        return vector_hits, keyword.result(), names.result() if names is not None else []
 
     def _leg_threads(self) -> ThreadPoolExecutor:
         with self._legs_lock:
@@ -299,12 +300,8 @@ class MemoryService:
                 self._legs = ThreadPoolExecutor(max_workers=LEG_THREADS, thread_name_prefix="ltmc-leg")
             return self._legs
 
-    def _names_leg(self, query: str, pool: int, where: Filter) -> list[VectorHit]:
-        """The query's topic among the memories that mention all of its names (ltms.retrieval.names); none when
-        the query names nothing."""
-        named = split_names(query)
-        if named is None:
-            return []
+    def _names_leg(self, named: NamedQuery, pool: int, where: Filter) -> list[VectorHit]:
+        """The query's topic among the memories that mention all of its names (ltms.retrieval.names)."""
         scoped = dataclasses.replace(where, mentions=named.names)
         return self.storage.vector_search(self.embedder.embed_query(named.topic), pool, scoped)
 
